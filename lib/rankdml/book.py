@@ -1,0 +1,102 @@
+"""Helpers for the book's chapters only: show library code, print tables, draw retrievals, save results.
+
+Nothing happens at import. Tables are returned as plain text so that nbval compares every digit
+a chapter prints.
+"""
+from __future__ import annotations
+
+import inspect
+import json
+from pathlib import Path
+from typing import Any, Mapping, Sequence
+
+import numpy as np
+import torch
+
+
+def show_source(obj: Any):
+    """Display the source of a library object as a highlighted code block (the library is the source of truth)."""
+    from IPython.display import Markdown
+
+    return Markdown(f"```python\n{inspect.getsource(obj).rstrip()}\n```")
+
+
+def metrics_table(rows: Mapping[str, Mapping[str, float]], keys: Sequence[str], *, digits: int = 3,
+                  percent: Sequence[str] = ()) -> str:
+    """A fixed-width text table: one row per entry of `rows`, one column per key (missing -> "-").
+
+    Keys listed in `percent` are shown x100 with one decimal less, as papers print Recall@K.
+    """
+    def cell(key: str, value: float | None) -> str:
+        if value is None:
+            return "-"
+        if isinstance(value, str):
+            return value
+        return f"{100 * value:.{max(digits - 2, 1)}f}" if key in percent else f"{value:.{digits}f}"
+
+    body = [[name, *(cell(k, row.get(k)) for k in keys)] for name, row in rows.items()]
+    header = ["", *keys]
+    widths = [max(len(r[i]) for r in [header, *body]) for i in range(len(header))]
+    line = lambda r: "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(r, widths)))  # noqa: E731
+    return "\n".join([line(header), "  ".join("-" * w for w in widths), *map(line, body)])
+
+
+def rounded(metrics: Mapping[str, float], digits: int = 4) -> dict[str, float]:
+    """Metrics rounded to what is stable across machines (float sums differ in the last bits)."""
+    return {k: round(float(v), digits) for k, v in metrics.items()}
+
+
+def save_results(output_dir: str | Path, parameters: Mapping[str, Any], metrics: Mapping[str, Any],
+                 name: str = "metrics.json") -> Path:
+    """Write {"parameters": ..., "metrics": ...} as JSON into `output_dir` (for sweeps to collect)."""
+    path = Path(output_dir)
+    path.mkdir(parents=True, exist_ok=True)
+    target = path / name
+    target.write_text(json.dumps({"parameters": dict(parameters), "metrics": dict(metrics)}, indent=1,
+                                 sort_keys=True, default=str) + "\n")
+    return target
+
+
+def to_display(image: torch.Tensor | np.ndarray) -> np.ndarray:
+    """A (C, H, W) uint8 tensor or (H, W, C) array -> (H, W, 3) uint8 for `imshow`."""
+    array = image.numpy() if isinstance(image, torch.Tensor) else np.asarray(image)
+    if array.ndim == 3 and array.shape[0] in (1, 3) and array.shape[-1] not in (1, 3):
+        array = array.transpose(1, 2, 0)
+    if array.shape[-1] == 1:
+        array = array.repeat(3, axis=-1)
+    return array
+
+
+def plot_retrievals(images: torch.Tensor, labels: np.ndarray, neighbours: np.ndarray, queries: Sequence[int],
+                    *, title: str = "", scale: float = 1.1):
+    """Each row: a query, then its nearest neighbours framed green (same class) or red (other class).
+
+    images: (N, C, H, W) uint8; labels: (N,); neighbours: (N, k) indices, the query itself excluded.
+    """
+    import matplotlib.pyplot as plt
+    from matplotlib.patches import Rectangle
+
+    k = neighbours.shape[1]
+    fig, axes = plt.subplots(len(queries), k + 1, figsize=(scale * (k + 1), scale * len(queries)), squeeze=False)
+    for row, q in enumerate(queries):
+        for col, index in enumerate([q, *neighbours[q]]):
+            ax = axes[row, col]
+            ax.imshow(to_display(images[index]))
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if col == 0:
+                colour, width = "black", 2
+            else:
+                colour, width = ("tab:green" if labels[index] == labels[q] else "tab:red"), 4
+            h, w = images[index].shape[-2:]
+            ax.add_patch(Rectangle((-0.5, -0.5), w, h, fill=False, edgecolor=colour, linewidth=width))
+            for spine in ax.spines.values():
+                spine.set_visible(False)
+        axes[row, 0].set_ylabel(f"query {row + 1}", fontsize=8)
+    axes[0, 0].set_title("query", fontsize=9)
+    for col in range(1, k + 1):
+        axes[0, col].set_title(f"#{col}", fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,128 @@
+"""Embedded offline data sets, shipped as .npz files in the repository's data/ folder.
+
+- ``emoji``: the same emoji drawn by several independent design teams (Google Noto, Twemoji, Microsoft
+  Fluent flat, EmojiOne, Firefox OS), 32x32 RGB. A class is one emoji, its images are the designs of
+  the teams that drew it (3 to 5). Class-disjoint protocol, as for Stanford Online Products: the
+  first half of the classes (sorted by name) for training, the second half for testing.
+- ``fashion``: a fixed Fashion-MNIST subset, 28x28 grey, the same 10 classes in every split.
+
+Both files are built once by data/build_emoji.py and data/build_fashion.py; loading them needs numpy
+only. The loader checks the file's SHA-256 against the constants below, so results in the book are
+always computed on exactly the published arrays.
+"""
+from __future__ import annotations
+
+import functools
+import hashlib
+import os
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from rankdml.data.base import ArrayDataset, Transform, contiguous_labels
+from rankdml.data.splits import SPLITS, check_split, split_classes
+
+EMOJI_FILE, EMOJI_SHA256 = "emoji32.npz", "502106c932db1e1de860369dbe76a6bbcd9af4d1f9cfee13bb27e9c5c7893664"
+FASHION_FILE, FASHION_SHA256 = "fashion28.npz", "4509f28673ceeb58bf1296894a67c47c264367f65f286b600a73ca57650c3817"
+#: Builder script of each file, named in the error messages.
+_BUILDERS = {EMOJI_FILE: "data/build_emoji.py", FASHION_FILE: "data/build_fashion.py"}
+#: Training images per class of the fashion subset that go to "train"; the rest of the official
+#: training part (100 per class) is "val".
+FASHION_TRAIN_PER_CLASS = 500
+
+ENV_VAR = "RANKDML_DATA"
+_REPO_DATA = Path(__file__).resolve().parents[3] / "data"
+
+
+def _data_folder(root: str | os.PathLike | None) -> tuple[str, Path]:
+    """(description, folder) to read from: the `root` argument, else $RANKDML_DATA, else the repo's data/.
+
+    Only the first of these that is given is looked at: silently falling back to another copy would
+    hide a typo in the path.
+    """
+    if root is not None:
+        return "root argument", Path(root)
+    if os.environ.get(ENV_VAR):
+        return f"${ENV_VAR}", Path(os.environ[ENV_VAR])
+    return "repository data/ folder", _REPO_DATA
+
+
+def _find_verified(filename: str, expected_sha256: str, root: str | os.PathLike | None) -> Path:
+    """Path of `filename` after checking its SHA-256; clear errors when it is missing or different."""
+    where, folder = _data_folder(root)
+    path = folder / filename
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{filename} not found: looked in {path} ({where}). Pass root=<folder containing {filename}>, "
+            f"set {ENV_VAR}, or build it with `python {_BUILDERS[filename]}` from the repository root.")
+    actual = hashlib.sha256(path.read_bytes()).hexdigest()
+    if actual != expected_sha256:
+        raise ValueError(
+            f"{path}: SHA-256 checksum mismatch (got {actual}, expected {expected_sha256}). The file is "
+            f"corrupt or from another build; restore it with `git checkout -- data/{filename}` or rebuild it "
+            f"with `python {_BUILDERS[filename]}` (and update the checksum in rankdml/data/embedded.py).")
+    return path
+
+
+@functools.lru_cache(maxsize=None)
+def _read_npz(path: Path) -> Mapping[str, np.ndarray]:
+    """All arrays of one npz, decompressed once per process (the four splits share them)."""
+    with np.load(path, allow_pickle=False) as npz:
+        arrays = {key: npz[key] for key in npz.files}
+    for value in arrays.values():
+        value.flags.writeable = False  # shared between callers: nobody may edit the cached copy
+    return arrays
+
+
+def _load(filename: str, expected_sha256: str, root: str | os.PathLike | None) -> Mapping[str, np.ndarray]:
+    path = _find_verified(filename, expected_sha256, root)
+    return _read_npz(path.resolve())
+
+
+def load_emoji(split: str, root: str | os.PathLike | None = None,
+               transform: Transform | None = None) -> ArrayDataset:
+    """Split `split` of the emoji data set (class-disjoint: "train", "val", "trainval" or "test").
+
+    Items are (transform(uint8 tensor (3, 32, 32)), label) with labels 0..C_split-1. The data set also
+    carries `styles` (N,) int64, the index of the design team of each image, and `style_names` (S,).
+    """
+    check_split("emoji", split, SPLITS)
+    data = _load(EMOJI_FILE, EMOJI_SHA256, root)
+    all_names = data["class_names"].tolist()
+    names = split_classes(all_names, len(all_names) // 2, split)
+    wanted = np.isin(data["class_names"][data["labels"]], names)
+    labels, class_names = contiguous_labels(data["class_names"][data["labels"][wanted]])
+    dataset = ArrayDataset(data["images"][wanted], labels, class_names, transform, name="emoji", split=split)
+    dataset.styles = data["styles"][wanted].astype(np.int64)
+    dataset.style_names = data["style_names"].tolist()
+    return dataset
+
+
+def load_fashion(split: str, root: str | os.PathLike | None = None,
+                 transform: Transform | None = None) -> ArrayDataset:
+    """Split `split` of the Fashion-MNIST subset; the same 10 classes (labels 0..9) in every split.
+
+    "train": first 500 per class of the official-train part; "val": the other 100 per class;
+    "trainval": all 600 per class; "test": the 300 per class from the official test file.
+    Items are (transform(uint8 tensor (1, 28, 28)), label).
+    """
+    check_split("fashion", split, SPLITS)
+    data = _load(FASHION_FILE, FASHION_SHA256, root)
+    labels = data["labels"]
+    from_train = data["official_split"] == "train"
+    if split == "test":
+        wanted = ~from_train
+    else:
+        # Rank of each official-train image within its class, in file order (the build kept file order).
+        rank = np.zeros(len(labels), dtype=np.int64)
+        for c in np.unique(labels):
+            members = np.flatnonzero(from_train & (labels == c))
+            rank[members] = np.arange(len(members))
+        wanted = from_train.copy()
+        if split == "train":
+            wanted &= rank < FASHION_TRAIN_PER_CLASS
+        elif split == "val":
+            wanted &= rank >= FASHION_TRAIN_PER_CLASS
+    return ArrayDataset(data["images"][wanted], labels[wanted], data["class_names"].tolist(), transform,
+                        name="fashion", split=split)

@@ -1,0 +1,40 @@
+"""Ranking losses for deep metric learning.
+
+Every loss is an ``nn.Module`` called as ``loss(embeddings (B, D), labels (B,), indices=None) -> scalar``.
+`indices` are mined triplets ``(anchor_idx, pos_idx, neg_idx)`` from :mod:`rankdml.mining`; the
+pair- and triplet-based losses (contrastive, triplet, margin) use them, the structured ones
+(lifted, npairs, angular) refuse them. Pick a loss by name with :func:`make_loss`.
+"""
+from __future__ import annotations
+
+from rankdml.losses.classification import NormSoftmaxLoss
+from rankdml.losses.margin import MarginLoss, param_groups
+from rankdml.losses.pair import ContrastiveLoss
+from rankdml.losses.structured import AngularLoss, LiftedStructureLoss, NPairsLoss
+from rankdml.losses.triplet import TripletLoss
+
+LOSSES = {
+    "contrastive": ContrastiveLoss,
+    "triplet": TripletLoss,
+    "lifted": LiftedStructureLoss,
+    "npairs": NPairsLoss,
+    "angular": AngularLoss,
+    "margin": MarginLoss,
+}  # NormSoftmaxLoss (the classification baseline) needs num_classes and embedding_dim: built directly
+
+
+def make_loss(name: str, **kwargs):
+    """Build the loss registered under `name` in :data:`LOSSES` with keyword hyper-parameters.
+
+    >>> make_loss("triplet", margin=0.2, mining="semi_hard")
+    TripletLoss(margin=0.2, mining='semi_hard', squared=True, normalize=False, soft=False, average_nonzero=False)
+    """
+    try:
+        cls = LOSSES[name]
+    except KeyError:
+        raise ValueError(f"unknown loss {name!r}; choose one of: {', '.join(sorted(LOSSES))}") from None
+    return cls(**kwargs)
+
+
+__all__ = ["LOSSES", "make_loss", "param_groups", "ContrastiveLoss", "TripletLoss", "LiftedStructureLoss",
+           "NPairsLoss", "AngularLoss", "MarginLoss", "NormSoftmaxLoss"]
