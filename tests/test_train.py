@@ -93,3 +93,15 @@ def test_seed_everything_fixes_threads():
     seed_everything(0)
     assert torch.get_num_threads() == 2
     torch.testing.assert_close(a, torch.rand(3))
+
+
+def test_progress_bars_honour_tqdm_disable(monkeypatch):
+    from rankdml.runtime import progress
+
+    monkeypatch.setenv("TQDM_DISABLE", "1")
+    assert progress(range(3)).disable
+    monkeypatch.setenv("TQDM_DISABLE", "")
+    bar = progress(range(3))
+    assert not bar.disable
+    bar.close()
+    assert progress(range(3), disable=True).disable

@@ -26,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def stabilise(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
     """Drop what changes between identical runs: random cell ids and papermill's timestamps."""
     nb.metadata.pop("papermill", None)
+    nb.metadata.pop("widgets", None)  # progress-bar widget state: differs per run, and its JS is not offline
     for i, cell in enumerate(nb.cells):
         cell["id"] = f"cell-{i:03d}"
         cell.metadata.pop("papermill", None)

@@ -49,7 +49,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from rankdml.runtime import resolve_device
+from rankdml.runtime import progress, resolve_device
 
 __all__ = [
     "retrieval_metrics", "query_gallery_metrics", "embed", "evaluate",
@@ -532,7 +532,6 @@ def embed(model: nn.Module, dataset: Dataset, *, batch_size: int = 256, device: 
     moved to `device` (resolved by `rankdml.runtime.resolve_device`); its training mode is restored
     afterwards. Returns (embeddings (N, D) float32 on the CPU, labels (N,) int64).
     """
-    from tqdm.auto import tqdm
 
     dev = resolve_device(device)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
@@ -543,7 +542,7 @@ def embed(model: nn.Module, dataset: Dataset, *, batch_size: int = 256, device: 
     labs: list[torch.Tensor] = []
     try:
         with torch.no_grad():
-            for batch in tqdm(loader, desc="embed", leave=False):
+            for batch in progress(loader, desc="embed", leave=False):
                 x, y = batch[0], batch[1]
                 out = model(x.to(dev, non_blocking=True))
                 if out.dim() != 2:

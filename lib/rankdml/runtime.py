@@ -45,3 +45,16 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if dev.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"device {device!r} was asked for but CUDA is not available here; use device='auto'")
     return dev
+
+
+def progress(iterable=None, **kwargs):
+    """A tqdm progress bar (a widget in notebooks) that `TQDM_DISABLE=1` turns off everywhere.
+
+    tqdm's notebook bar ignores that variable, so it is read here: the book's stored notebooks are
+    executed with it set, and must hold no bars (they differ between runs).
+    """
+    from tqdm.auto import tqdm
+
+    if kwargs.get("disable") is None:
+        kwargs["disable"] = os.environ.get("TQDM_DISABLE", "").lower() in ("1", "true", "yes")
+    return tqdm(iterable, **kwargs)

@@ -17,10 +17,9 @@ import numpy as np
 import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
-from tqdm.auto import tqdm
 
 from rankdml.metrics import evaluate
-from rankdml.runtime import resolve_device
+from rankdml.runtime import progress as progress_bar, resolve_device
 
 EvalSet = Dataset | tuple[Dataset, Dataset]  # a leave-one-out split, or (query, gallery)
 
@@ -109,13 +108,16 @@ def fit(model: nn.Module, loss: nn.Module, loader: DataLoader, *, epochs: int,
     if ckpt is not None:
         ckpt.parent.mkdir(parents=True, exist_ok=True)
         if resume and ckpt.exists():
-            state = torch.load(ckpt, map_location=device, weights_only=False)
+            # Loaded on the CPU: RNG states must stay CPU ByteTensors; load_state_dict moves the rest.
+            state = torch.load(ckpt, map_location="cpu", weights_only=False)
             model.load_state_dict(state["model"])
             loss.load_state_dict(state["loss"])
             optimizer.load_state_dict(state["optimizer"])
             if scheduler is not None and state["scheduler"] is not None:
                 scheduler.load_state_dict(state["scheduler"])
             torch.set_rng_state(state["torch_rng"])
+            if state.get("cuda_rng") is not None and torch.cuda.is_available():
+                torch.cuda.set_rng_state_all(state["cuda_rng"])
             np.random.set_state(state["numpy_rng"])
             history, start = History(state["history"]), state["epoch"] + 1
 
@@ -123,13 +125,14 @@ def fit(model: nn.Module, loss: nn.Module, loader: DataLoader, *, epochs: int,
         history.records.append({"epoch": 0, **_evaluate_all(model, eval_sets, ks, device, eval_batch_size, nmi)})
 
     sampler = getattr(loader, "batch_sampler", None)
-    for epoch in tqdm(range(start, epochs + 1), desc="epochs", disable=not progress, initial=start - 1, total=epochs):
+    bars = None if progress else True  # None: on unless TQDM_DISABLE=1
+    for epoch in progress_bar(range(start, epochs + 1), desc="epochs", initial=start - 1, total=epochs, disable=bars):
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch - 1)  # the batches of an epoch depend on the epoch, also after a resume
         model.train()
         loss.train()
         total, batches, tic = 0.0, 0, time.perf_counter()
-        for images, labels in tqdm(loader, desc=f"epoch {epoch}", leave=False, disable=not progress):
+        for images, labels in progress_bar(loader, desc=f"epoch {epoch}", leave=False, disable=bars):
             images, labels = images.to(device), labels.to(device)
             embeddings = model(images)
             value = loss(embeddings, labels) if miner is None else loss(embeddings, labels,
@@ -156,5 +159,6 @@ def fit(model: nn.Module, loss: nn.Module, loader: DataLoader, *, epochs: int,
                 "optimizer": optimizer.state_dict(),
                 "scheduler": scheduler.state_dict() if scheduler is not None else None,
                 "torch_rng": torch.get_rng_state(), "numpy_rng": np.random.get_state(),
+                "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
                 "history": history.records})
     return history

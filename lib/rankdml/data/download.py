@@ -132,14 +132,14 @@ def md5sum(path: Path) -> str:
 
 def _fetch(url: str, target: Path, timeout: float) -> str:
     """Stream `url` to ``target.part`` with a progress bar, then rename it to `target`. Returns the md5."""
-    from tqdm.auto import tqdm
+    from rankdml.runtime import progress
 
     part = target.with_name(target.name + ".part")
     digest = hashlib.md5()
     try:
         with urllib.request.urlopen(url, timeout=timeout) as response, open(part, "wb") as out:
             total = response.headers.get("Content-Length") if getattr(response, "headers", None) else None
-            with tqdm(total=int(total) if total else None, unit="B", unit_scale=True, unit_divisor=1024,
+            with progress(total=int(total) if total else None, unit="B", unit_scale=True, unit_divisor=1024,
                       desc=target.name) as bar:
                 for chunk in iter(lambda: response.read(_CHUNK), b""):
                     out.write(chunk)
