@@ -61,7 +61,7 @@ class LiftedStructureLoss(nn.Module):
 
     References:
         Song, Xiang, Jegelka, Savarese, "Deep Metric Learning via Lifted Structured Feature
-        Embedding", CVPR 2016 (song2016deep); Hermans, Beyer, Leibe 2017 (hermans2017defense).
+        Embedding", CVPR 2016 (song2016lifted); Hermans, Beyer, Leibe 2017 (hermans2017defense).
     """
 
     def __init__(self, *, margin: float = 1.0, smooth: bool = False):
@@ -127,7 +127,7 @@ class NPairsLoss(nn.Module):
 
     References:
         Sohn, "Improved Deep Metric Learning with Multi-class N-pair Loss Objective", NeurIPS 2016
-        (sohn2016improved).
+        (sohn2016npair).
     """
 
     def __init__(self, *, l2_reg: float = 0.002):
@@ -188,7 +188,7 @@ class AngularLoss(nn.Module):
         - tf_retrieval_baseline takes pairs from consecutive positions; here from the labels.
 
     References:
-        Wang, Zhou, Wen, Liu, Lin, "Deep Metric Learning with Angular Loss", ICCV 2017 (wang2017deep).
+        Wang, Zhou, Wen, Liu, Lin, "Deep Metric Learning with Angular Loss", ICCV 2017 (wang2017angular).
     """
 
     def __init__(self, *, alpha_degrees: float = 45.0, combine_npairs: bool = False,
