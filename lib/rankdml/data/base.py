@@ -77,9 +77,10 @@ class FileDataset(LabelledDataset):
             raise ValueError(f"{name}/{split}: {len(self.paths)} paths but {len(self.labels)} labels")
 
     def __getitem__(self, index: int):
-        from torchvision.io import ImageReadMode, decode_image
+        from PIL import Image  # torchvision's own decoders are deprecated in favour of torchcodec
 
-        image = decode_image(str(self.paths[index]), mode=ImageReadMode.RGB)  # (3, H, W) uint8
+        with Image.open(self.paths[index]) as im:
+            image = torch.from_numpy(np.array(im.convert("RGB"))).permute(2, 0, 1)  # (3, H, W) uint8
         if self.transform is not None:
             image = self.transform(image)
         return image, int(self.labels[index])
