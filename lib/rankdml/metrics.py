@@ -532,7 +532,6 @@ def embed(model: nn.Module, dataset: Dataset, *, batch_size: int = 256, device: 
     moved to `device` (resolved by `rankdml.runtime.resolve_device`); its training mode is restored
     afterwards. Returns (embeddings (N, D) float32 on the CPU, labels (N,) int64).
     """
-
     dev = resolve_device(device)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
     was_training = model.training
