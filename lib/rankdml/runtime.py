@@ -11,13 +11,22 @@ import torch
 DEFAULT_THREADS = 2
 
 
-def seed_everything(seed: int, *, threads: int | None = DEFAULT_THREADS, deterministic: bool = True) -> torch.Generator:
+def seed_everything(seed: int, *, threads: int | None = DEFAULT_THREADS, deterministic: bool = True,
+                    reproducible: bool = True) -> torch.Generator:
     """Seed Python, NumPy and torch, make torch deterministic and fix the CPU thread count.
 
     Printed numbers are identical between runs on one machine only when the thread count is fixed,
-    because float reductions are split differently over a different number of threads.
+    because float reductions are split differently over a different number of threads. With
+    `reproducible=True` (the default) it also turns on the reproducible numeric mode
+    (`rankdml.reproducible`), so CPU results are the same on every x86-64 CPU with AVX2; it costs
+    some speed on the CPU (see the README) and changes nothing on a GPU. `reproducible=False` keeps
+    the fastest CPU kernels (results then depend on the CPU generation).
     Returns a seeded `torch.Generator` for data loaders and samplers.
     """
+    if reproducible:
+        from rankdml import reproducible as mode
+
+        mode.enable(threads or mode.THREADS)
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
