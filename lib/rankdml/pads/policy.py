@@ -396,9 +396,9 @@ class PolicyTrainer:
         self.optimizer.zero_grad()
         loss.backward()
         self.optimizer.step()
-        return {"loss": float(loss), "advantage": float(advantage.reshape(-1)[0]),
-                "value": float(value) if value is not None else float("nan"),
-                "value_loss": float(value_loss) if value_loss is not None else float("nan")}
+        return {"loss": float(loss.detach()), "advantage": float(advantage.detach().reshape(-1)[0]),
+                "value": float(value.detach()) if value is not None else float("nan"),
+                "value_loss": float(value_loss.detach()) if value_loss is not None else float("nan")}
 
     def step(self, state: torch.Tensor, reward: float | None, metric: float) -> tuple[torch.Tensor, dict]:
         """Update on the previous decision (skipped on the first call, or when `reward` is None), then act.
