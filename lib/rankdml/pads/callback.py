@@ -67,7 +67,10 @@ class PADS(Callback):
 
     Not reachable because they only log: --policy_log_distr_plots, --wandb_*; --policy_no_baseline is
     parsed but unused by the original. The train/val split (--train_val_split 0.85,
-    --train_val_split_by_class) is :func:`rankdml.data.holdout.holdout_split`.
+    --train_val_split_by_class) is :func:`rankdml.data.holdout.holdout_split`; the learner's flags
+    (--lr, --beta, --tau, ...) belong to the loss and the loop. :mod:`rankdml.pads.original` maps every
+    flag, has the original's defaults and sample runs, and ``PADS(val, **pads_arguments(flags))``
+    builds the callback from the original's flags. The run's --seed (1) is the caller's: pass it as `seed`.
 
     Attributes:
         distribution, sampler, policy, trainer, state_maker; `history`: one dict per policy update

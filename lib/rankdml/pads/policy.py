@@ -92,21 +92,23 @@ def class_distances(embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[flo
     if x.dim() != 2 or y.shape != (x.shape[0],):
         raise ValueError(f"class_distances: expected embeddings (N, D) and labels (N,), got {tuple(x.shape)}, "
                          f"{tuple(y.shape)}")
+    if not torch.isfinite(x).all():
+        raise ValueError("class_distances: embeddings contain NaN or inf; check the model's output")
     classes, inverse, counts = torch.unique(y, return_inverse=True, return_counts=True)
     if classes.numel() < 2:
         raise ValueError("class_distances: needs at least 2 classes for the inter-class distance")
     if not (counts >= 2).any():
         raise ValueError("class_distances: every class has a single item, so no intra-class distance exists")
     xn = F.normalize(x, dim=1)
-    cos_dist = 1.0 - xn @ xn.T  # (N, N)
     onehot = F.one_hot(inverse, classes.numel()).to(x.dtype)  # (N, C)
-    cos_dist.fill_diagonal_(0.0)  # i == j is not a pair (and 1 - cos(x, x) is only 0 up to round-off)
-    per_class_sum = torch.einsum("ic,ij,jc->c", onehot, cos_dist, onehot)  # (C,) sum over i, j in c
-    pairs = counts.to(x.dtype) ** 2 - counts.to(x.dtype)
+    n = counts.to(x.dtype)
+    # sum_{i, j in c} cos(x_i, x_j) = |sum_{i in c} x^_i|^2, and the n_c terms i = j are 1: O(N D), no (N, N) matrix
+    sums = onehot.T @ xn  # (C, D)
+    off_diagonal_cos = (sums * sums).sum(1) - n  # (C,)
     valid = counts >= 2
-    intra = (per_class_sum[valid] / pairs[valid]).mean()
-    means = F.normalize(onehot.T @ x / counts[:, None].to(x.dtype), dim=1)  # (C, D)
-    inter_d = 1.0 - means @ means.T
+    intra = (1.0 - off_diagonal_cos[valid] / (n[valid] ** 2 - n[valid])).mean()
+    means = F.normalize(onehot.T @ x / n[:, None], dim=1)  # (C, D) normalised class means
+    inter_d = 1.0 - means @ means.T  # (C, C)
     C = classes.numel()
     inter = (inter_d.sum() - inter_d.diagonal().sum()) / (C * C - C)
     return float(intra), float(inter)
