@@ -169,3 +169,37 @@ def test_original_sample_run_state_size():
                 old_policy_update=5, progress=False)
     assert pads.state_maker.size == 198 and pads.policy.body[0].in_features == 198
     assert pads.policy.actions.out_features == 3 * 29
+
+
+@pytest.mark.parametrize("kw", [dict(mode="reinforce", use_a2c=False), dict(value_target="metric"),
+                                dict(include_train_metrics=True, train_eval_set=TRAIN, reward_type=0),
+                                dict(merge_out_of_range=False, same_class_negatives=False, anchor_as_positive=False)])
+def test_variants_run(kw):
+    pads, *rest = _setup(**kw)
+    _train(pads, *rest, 1, 10)
+    assert len(pads.history) == 2 and all(np.isfinite(r["reward_metric"]) for r in pads.history)
+    if kw.get("include_train_metrics"):
+        assert pads.state_maker.size == 2 * (3 + 4) * 7 + 29 + 1
+    if kw.get("mode") == "reinforce":
+        assert pads.trainer.old_policy is None and pads.policy.value is None
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_model_and_miner():
+    pads, model, loss, opt, state = _setup()
+    model.cuda()
+    loss.cuda()
+    state.device = torch.device("cuda")
+    opt = torch.optim.Adam(list(model.parameters()) + list(loss.parameters()), lr=0.05)
+    for t in range(1, 11):
+        x, y = TRAIN.x[:18].cuda(), torch.as_tensor(TRAIN.labels[:18]).cuda()
+        a, p, n = pads.sampler(model(x), y)
+        assert a.is_cuda
+        value = loss(model(x), y)
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+        state.step, state.epoch = t, 1
+        pads.on_step_end(state)
+    assert len(pads.history) == 2
+    assert any(key.startswith("cuda") for key in pads.sampler.state_dict()["generators"])

@@ -269,6 +269,7 @@ class DistributionSampler:
 
     @torch.no_grad()
     def __call__(self, embeddings: torch.Tensor, labels: torch.Tensor):
+        check_embeddings_labels(embeddings, labels, where="DistributionSampler")
         labels = labels.to(embeddings.device)
         probs = self.negative_probabilities(embeddings, labels)  # (B, B)
         B = labels.shape[0]
