@@ -107,6 +107,11 @@ class PADS(Callback):
         if not hasattr(val_set, "labels") or len(val_set) < 2:
             raise ValueError("PADS: val_set must be a labelled data set (with `labels`) of at least 2 items; "
                              "build it with rankdml.data.holdout.holdout_split")
+        counts = np.bincount(np.asarray(val_set.labels) - np.min(val_set.labels))
+        if (counts >= 2).sum() < 1 or (counts > 0).sum() < 2:
+            raise ValueError(f"PADS: the validation set needs at least 2 classes and a class with 2 or more items "
+                             f"(Recall@k is undefined otherwise); it has {(counts > 0).sum()} classes of at most "
+                             f"{counts.max()} items. Hold out more per class (a smaller train_fraction) or by class")
         if reward_type not in (0, 1, 2):
             raise ValueError(f"PADS: reward_type must be 0 (NMI), 1 (Recall@1) or 2 (both), got {reward_type!r}")
         if training_delay < 0:

@@ -100,16 +100,14 @@ def class_distances(embeddings: torch.Tensor, labels: torch.Tensor) -> tuple[flo
     if not (counts >= 2).any():
         raise ValueError("class_distances: every class has a single item, so no intra-class distance exists")
     xn = F.normalize(x, dim=1)
-    onehot = F.one_hot(inverse, classes.numel()).to(x.dtype)  # (N, C)
-    n = counts.to(x.dtype)
+    C, n = classes.numel(), counts.to(x.dtype)
     # sum_{i, j in c} cos(x_i, x_j) = |sum_{i in c} x^_i|^2, and the n_c terms i = j are 1: O(N D), no (N, N) matrix
-    sums = onehot.T @ xn  # (C, D)
+    sums = x.new_zeros(C, x.shape[1]).index_add_(0, inverse, xn)  # (C, D) per-class sums of unit vectors
     off_diagonal_cos = (sums * sums).sum(1) - n  # (C,)
     valid = counts >= 2
     intra = (1.0 - off_diagonal_cos[valid] / (n[valid] ** 2 - n[valid])).mean()
-    means = F.normalize(onehot.T @ x / n[:, None], dim=1)  # (C, D) normalised class means
-    inter_d = 1.0 - means @ means.T  # (C, C)
-    C = classes.numel()
+    means = F.normalize(x.new_zeros(C, x.shape[1]).index_add_(0, inverse, x) / n[:, None], dim=1)  # (C, D)
+    inter_d = 1.0 - means @ means.T  # (C, C) cosine distances of the class means
     inter = (inter_d.sum() - inter_d.diagonal().sum()) / (C * C - C)
     return float(intra), float(inter)
 
