@@ -205,3 +205,12 @@ def test_cuda_model_and_miner():
         pads.on_step_end(state)
     assert len(pads.history) == 2
     assert any(key.startswith("cuda") for key in pads.sampler.state_dict()["generators"])
+
+
+def test_policy_step_leaves_the_global_rng_alone():
+    pads, model, loss, opt, state = _setup()
+    state.step = 5
+    before = torch.get_rng_state()
+    pads.policy_step(state)
+    pads.policy_step(state)
+    assert torch.equal(before, torch.get_rng_state())

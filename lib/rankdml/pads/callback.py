@@ -146,7 +146,9 @@ class PADS(Callback):
 
     # ---------------------------------------------------------------------------------------------
     def _embed(self, model: torch.nn.Module, dataset: Dataset, device: torch.device):
-        loader = DataLoader(dataset, batch_size=self.batch_size, shuffle=False)
+        # its own generator: iterating a DataLoader otherwise draws a base seed from the global RNG, which
+        # would shift the training run's random stream whenever PADS evaluates
+        loader = DataLoader(dataset, batch_size=self.batch_size, shuffle=False, generator=torch.Generator())
         was_training = model.training
         model.eval()
         embs, labs = [], []

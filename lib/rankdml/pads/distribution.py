@@ -255,6 +255,7 @@ class DistributionSampler:
         """(B, B) float64: row a holds the probability of drawing each item as a's negative (rows of
         anchors without any candidate are 0)."""
         check_embeddings_labels(embeddings, labels, where="DistributionSampler")
+        labels = labels.to(embeddings.device)
         d = pairwise_distances(embeddings.detach())  # (B, B)
         p = self.distribution.probs.to(d.device)[self.distribution.bin(d)]  # (B, B) float64
         if not self.merge_out_of_range:
