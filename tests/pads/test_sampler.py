@@ -150,6 +150,18 @@ def test_generator_state_resumes_draws():
         assert all(torch.equal(i, j) for i, j in zip(u, v))
 
 
+def test_state_of_an_unused_device_is_kept_until_used():
+    x, y = _batch(seed=5)
+    s = DistributionSampler(SamplingDistribution(), seed=1)
+    s(x, y)
+    saved = s.state_dict()
+    saved["generators"]["cuda:7"] = torch.zeros(16, dtype=torch.uint8)  # as if written on a GPU machine
+    t = DistributionSampler(SamplingDistribution(), seed=0)
+    t.load_state_dict(saved)  # no CUDA generator is created here
+    assert torch.equal(t.state_dict()["generators"]["cuda:7"], saved["generators"]["cuda:7"])
+    assert all(torch.equal(i, j) for i, j in zip(s(x, y), t(x, y)))
+
+
 def test_same_seed_same_draws_different_seed_different_draws():
     x, y = _batch(sizes=(6, 6, 6), seed=6)
     draws = lambda seed: torch.cat(DistributionSampler(SamplingDistribution(init="random"), seed=seed)(x, y))

@@ -236,6 +236,7 @@ class DistributionSampler:
         self.merge_out_of_range = bool(merge_out_of_range)
         self.seed = int(seed)
         self._generators: dict[str, torch.Generator] = {}
+        self._pending: dict[str, torch.Tensor] = {}  # saved generator states not yet applied
 
     def __repr__(self) -> str:
         return (f"DistributionSampler({self.distribution!r}, same_class_negatives={self.same_class_negatives}, "
@@ -247,7 +248,10 @@ class DistributionSampler:
         dev = torch.device(device)
         key = str(dev)
         if key not in self._generators:
-            self._generators[key] = torch.Generator(device=dev).manual_seed(self.seed)
+            g = torch.Generator(device=dev).manual_seed(self.seed)
+            if key in self._pending:  # restored from a checkpoint before this device was used
+                g.set_state(self._pending.pop(key))
+            self._generators[key] = g
         return self._generators[key]
 
     @torch.no_grad()
@@ -296,11 +300,13 @@ class DistributionSampler:
 
     # ---------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
-        """The seed and every generator's state (the distribution is saved by its owner)."""
-        return {"seed": self.seed, "generators": {k: g.get_state() for k, g in self._generators.items()}}
+        """The seed and every generator's state, by device (the distribution is saved by its owner)."""
+        states = {**self._pending, **{k: g.get_state() for k, g in self._generators.items()}}
+        return {"seed": self.seed, "generators": states}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore the generators; a device's state is applied when that device is first used (so a
+        checkpoint written on CUDA still loads on a machine without it)."""
         self.seed = int(state["seed"])
         self._generators = {}
-        for key, rng_state in state["generators"].items():
-            self.generator(key).set_state(rng_state)
+        self._pending = {k: v.clone() for k, v in state["generators"].items()}
