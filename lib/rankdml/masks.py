@@ -110,10 +110,11 @@ def check_triplets(indices, labels: torch.Tensor, where: str = "", *, allow_self
         if a.numel() and not (labels[a] == labels[p]).all():
             raise ValueError(f"{who}every positive must share its anchor's label")
         return a, p, n
+    hint = " (PADS-style self-regularised triplets must come as SelfRegularisedTriplets)"
     if a.numel() and not ((labels[a] == labels[p]) & (a != p)).all():
-        raise ValueError(f"{who}every positive must share its anchor's label and differ from the anchor")
+        raise ValueError(f"{who}every positive must share its anchor's label and differ from the anchor{hint}")
     if a.numel() and (labels[a] == labels[n]).any():
-        raise ValueError(f"{who}every negative must have a label different from its anchor's")
+        raise ValueError(f"{who}every negative must have a label different from its anchor's{hint}")
     return a, p, n
 
 
