@@ -162,6 +162,8 @@ def test_warns_when_the_sampler_is_not_used_and_bad_arguments():
         PADS(VAL, include_train_metrics=True)
     with pytest.raises(ValueError, match="smaller train_fraction"):
         PADS(ToyData(per_class=1))  # one validation image per class: no query has a positive
+    with pytest.raises(ValueError, match="max\\(ks\\)"):
+        PADS(VAL, ks=(1, 100))
     with pytest.raises(ValueError, match="labelled"):
         PADS(torch.utils.data.TensorDataset(torch.zeros(4, 8)))
 

@@ -252,6 +252,11 @@ def test_trainer_errors_and_round_trip():
         PolicyTrainer(_policy(), mode="a3c")
     with pytest.raises(ValueError, match="value_target"):
         PolicyTrainer(_policy(), value_target="raw")
+    t = PolicyTrainer(_policy())
+    with pytest.raises(ValueError, match="5 action indices"):
+        t.update(torch.zeros(1, 20), torch.tensor([0, 1, 3, 0, 0]), torch.zeros(1, 20), 1.0, 0.5)
+    with pytest.raises(ValueError, match="5 action indices"):
+        t.update(torch.zeros(1, 20), torch.tensor([0, 1]), torch.zeros(1, 20), 1.0, 0.5)
     a = PolicyTrainer(_policy(6), generator=torch.Generator().manual_seed(3))
     s = torch.randn(1, 20)
     for r in (None, 1.0, -1.0):

@@ -112,6 +112,9 @@ class PADS(Callback):
             raise ValueError(f"PADS: the validation set needs at least 2 classes and a class with 2 or more items "
                              f"(Recall@k is undefined otherwise); it has {(counts > 0).sum()} classes of at most "
                              f"{counts.max()} items. Hold out more per class (a smaller train_fraction) or by class")
+        if not ks or max(ks) > len(val_set) - 1:
+            raise ValueError(f"PADS: Recall@k with ks={tuple(ks)} needs a validation set of more than max(ks) items, "
+                             f"got {len(val_set)}; lower ks or hold out more")
         if reward_type not in (0, 1, 2):
             raise ValueError(f"PADS: reward_type must be 0 (NMI), 1 (Recall@1) or 2 (both), got {reward_type!r}")
         if training_delay < 0:

@@ -372,7 +372,15 @@ class PolicyTrainer:
 
     def update(self, prev_state: torch.Tensor, prev_actions: torch.Tensor, state: torch.Tensor, reward: float,
                metric: float) -> dict:
-        """One gradient step for (prev_state, prev_actions) given the sign `reward` and the raw `metric` R_t."""
+        """One gradient step for (prev_state, prev_actions) given the sign `reward` and the raw `metric` R_t.
+
+        Shapes: prev_state, state (1, S); prev_actions (K,) action indices.
+        """
+        K, A = self.policy.num_bins, self.policy.num_actions
+        if prev_actions.shape != (K,) or prev_actions.dtype != torch.int64 or not (
+                (prev_actions >= 0) & (prev_actions < A)).all():
+            raise ValueError(f"PolicyTrainer: expected {K} action indices in 0..{A - 1} (int64), got "
+                             f"{prev_actions.dtype} of shape {tuple(prev_actions.shape)}")
         value, logits = self.policy(prev_state)
         log_taken = _taken(F.log_softmax(logits, dim=1), prev_actions)  # (1, K)
         if self.use_a2c:
