@@ -79,6 +79,13 @@ def test_updates_every_m_steps_after_the_first_m_plus_one():
     assert {"val/recall@1", "val/nmi", "val/dists/intra", "val/dists/inter", "entropy", "probs"} <= set(pads.history[0])
     assert not torch.equal(pads.distribution.weights, pads.distribution.initial_weights("uniform_low"))
     assert abs(sum(pads.history[-1]["probs"]) - 1) < 1e-9
+    steps, probs = pads.distribution_trace()
+    assert steps.tolist() == [0, 5, 9, 13, 17] and probs.shape == (5, 29)
+    assert np.allclose(probs[0, 3:12], 1 / 9) and np.allclose(probs[-1], pads.distribution.probs.numpy())
+    # each update multiplies every bin by one of the action values (0.5, 1, 1.5), then renormalises
+    ratio = (probs[1] / probs[0]) / (probs[1] / probs[0])[3]
+    assert np.allclose(ratio[3:12] * (0.5, 1.0, 1.5)[pads.history[0]["actions"][3]],
+                       np.array([0.5, 1.0, 1.5])[pads.history[0]["actions"][3:12]])
 
 
 def test_resume_equals_uninterrupted_run():

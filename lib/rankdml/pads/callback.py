@@ -219,6 +219,16 @@ class PADS(Callback):
         state.extra["pads"] = record
         return record
 
+    def distribution_trace(self) -> tuple[np.ndarray, np.ndarray]:
+        """(steps (U + 1,), probs (U + 1, K)): the initial distribution at step 0, then after each update.
+
+        For the heat-map of the sampling distribution over training (normal and log scale).
+        """
+        initial = self.distribution.initial_weights(self.distribution.init, self.distribution.init_params)
+        steps = np.array([0] + [r["step"] for r in self.history], dtype=np.int64)
+        probs = np.array([(initial / initial.sum()).tolist()] + [r["probs"] for r in self.history], dtype=np.float64)
+        return steps, probs
+
     def on_epoch_end(self, state: TrainState, record: dict) -> None:
         if self.history:
             last = self.history[-1]
