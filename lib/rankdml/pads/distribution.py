@@ -213,7 +213,7 @@ class DistributionSampler:
         seed: seed of the generator used for the draws; one generator per device, created on the
             embeddings' device at first use, its state in :meth:`state_dict`.
 
-    Returns (on call) ``(anchor_idx, pos_idx, neg_idx)``, LongTensors on the labels' device, in the
+    Returns (on call) ``(anchor_idx, pos_idx, neg_idx)``, LongTensors on the embeddings' device, in the
     format :class:`rankdml.losses.MarginLoss` takes as ``indices=``. When either self-regularisation
     option is on, the tuple is a :class:`rankdml.masks.SelfRegularisedTriplets`, which tells the
     losses' triplet check to accept these triplets. Anchors without a positive (a singleton class
