@@ -19,7 +19,9 @@ Policy gradient on the previous step's (state, actions), with advantage :math:`A
 * PPO: :math:`L = -\\frac1K \\sum_k \\min(\\rho_k A, \\mathrm{clip}(\\rho_k, 1-\\epsilon, 1+\\epsilon) A)`,
   :math:`\\rho_k = \\pi(a_k|s_{t-1}) / \\pi_{old}(a_k|s_{t-1})`, the old policy refreshed every few updates;
 * A2C baseline (default): :math:`A = r_t + \\gamma V(s_t) - V(s_{t-1})` (both V detached), plus
-  :math:`\\tfrac12 (V(s_{t-1}) - y)^2`; without it :math:`A = r_t - \\mathrm{EMA}(r_1..r_{t-1})`.
+  :math:`\\tfrac12 (V(s_{t-1}) - y)^2` with :math:`y = r_t + \\gamma V(s_t)` (default) or the raw
+  metric :math:`y = R_t` (the original's quirk, ``value_target="metric"``); without A2C
+  :math:`A = r_t - \\mathrm{EMA}(r_1..r_{t-1})`.
 
 Reference: Roth, Milbich, Ommer, CVPR 2020 (roth2020pads); code Confusezius/CVPR2020_PADS,
 ``PADS_utilities.py`` (``StateMaker``, ``Policy``, ``PADS.update``).
