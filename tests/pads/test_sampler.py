@@ -162,6 +162,16 @@ def test_state_of_an_unused_device_is_kept_until_used():
     assert all(torch.equal(i, j) for i, j in zip(s(x, y), t(x, y)))
 
 
+def test_the_distribution_makes_its_sampler_and_shares_its_updates():
+    x, y = _batch(seed=9)
+    dist = SamplingDistribution(init="random")
+    s = dist.sampler(seed=3, same_class_negatives=False)
+    assert s.distribution is dist and not s.same_class_negatives
+    before = s.negative_probabilities(x, y)
+    dist.update(torch.linspace(0.5, 2.0, 29))
+    assert not torch.allclose(before, s.negative_probabilities(x, y))  # the next batch sees the update
+
+
 def test_same_seed_same_draws_different_seed_different_draws():
     x, y = _batch(sizes=(6, 6, 6), seed=6)
     draws = lambda seed: torch.cat(DistributionSampler(SamplingDistribution(init="random"), seed=seed)(x, y))

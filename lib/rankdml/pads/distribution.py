@@ -171,6 +171,10 @@ class SamplingDistribution:
             raise ValueError("update: multipliers must be positive and finite")
         self.weights = (self.weights * m).clamp(self.min_weight, self.max_weight)
 
+    def sampler(self, **options) -> "DistributionSampler":
+        """A :class:`DistributionSampler` drawing with this distribution (options: see that class)."""
+        return DistributionSampler(self, **options)
+
     # ---------------------------------------------------------------------------------------------
     def state_dict(self) -> dict:
         return {"weights": self.weights.clone(), "n_support": self.n_support, "lower": self.lower,
