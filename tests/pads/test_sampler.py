@@ -188,6 +188,11 @@ def test_bad_input_raises():
         s(x.masked_fill(torch.eye(16, 3, dtype=torch.bool), float("nan")), y)
     with pytest.raises(ValueError, match="SamplingDistribution"):
         DistributionSampler("uniform_low")
+    one_class = torch.zeros(16, dtype=torch.long)
+    with pytest.raises(ValueError, match="at least 2 distinct classes"):
+        DistributionSampler(SamplingDistribution(), same_class_negatives=False)(x, one_class)
+    a, p, n = s(x, one_class)  # self-regularised: the original's sampler draws same-class "negatives" here
+    assert a.numel() == 16
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")

@@ -262,7 +262,9 @@ class DistributionSampler:
     def negative_probabilities(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """(B, B) float64: row a holds the probability of drawing each item as a's negative (rows of
         anchors without any candidate are 0)."""
-        check_embeddings_labels(embeddings, labels, where="DistributionSampler")
+        # without same-class negatives a one-class batch has no candidate at all
+        check_embeddings_labels(embeddings, labels, min_classes=1 if self.same_class_negatives else 2,
+                                where="DistributionSampler")
         labels = labels.to(embeddings.device)
         d = pairwise_distances(embeddings.detach())  # (B, B)
         p = self.distribution.probs.to(d.device)[self.distribution.bin(d)]  # (B, B) float64
