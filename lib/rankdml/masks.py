@@ -5,6 +5,11 @@ and the classes may have unequal sizes. Conventions: a *positive pair* is an ord
 with the same label and a != p; a *negative pair* (a, n) has different labels; a *triplet*
 (a, p, n) is a positive pair and a negative pair sharing the anchor a. Index tuples are
 LongTensors on the labels' device.
+
+PADS's "self-regularised" triplets break these conventions on purpose (the anchor may be its own
+positive, and a same-class item or the anchor itself may be the "negative"); a sampler that draws
+them returns a :class:`SelfRegularisedTriplets`, and only then (or with
+``allow_self_regularised=True``) does :func:`check_triplets` accept them.
 """
 from __future__ import annotations
 
@@ -67,14 +72,27 @@ def triplets_to_pairs(indices: tuple[torch.Tensor, torch.Tensor, torch.Tensor]
     return a, p, a, n
 
 
-def check_triplets(indices, labels: torch.Tensor, where: str = "") -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+class SelfRegularisedTriplets(tuple):
+    """`(anchor_idx, pos_idx, neg_idx)` marked as self-regularised: the anchor may be its own positive and
+    a same-class item or the anchor itself may be the negative (PADS). `check_triplets` accepts them."""
+
+    __slots__ = ()
+
+
+def check_triplets(indices, labels: torch.Tensor, where: str = "", *, allow_self_regularised: bool | None = None
+                   ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Validate mined `indices = (anchor_idx, pos_idx, neg_idx)` against the labels; return them as LongTensors.
 
     Raises ValueError if the tuple does not have three 1-D integer tensors of the same length, if an
     index is out of range, or if a positive has another label than its anchor (or is the anchor),
-    or a negative has the anchor's label.
+    or a negative has the anchor's label. Self-regularised triplets (positive = anchor, negative of
+    the anchor's class) are accepted only when asked: ``allow_self_regularised=True``, or, when it is
+    None (default), if `indices` is a :class:`SelfRegularisedTriplets`; a positive must still share
+    its anchor's label.
     """
     who = f"{where}: " if where else ""
+    if allow_self_regularised is None:
+        allow_self_regularised = isinstance(indices, SelfRegularisedTriplets)
     if not isinstance(indices, (tuple, list)) or len(indices) != 3:
         raise ValueError(f"{who}indices must be a tuple (anchor_idx, pos_idx, neg_idx) of three LongTensors, "
                          f"as returned by the miners in rankdml.mining")
@@ -88,10 +106,15 @@ def check_triplets(indices, labels: torch.Tensor, where: str = "") -> tuple[torc
     B = labels.shape[0]
     if a.numel() and (torch.cat([a, p, n]).min() < 0 or torch.cat([a, p, n]).max() >= B):
         raise ValueError(f"{who}indices out of range for a batch of {B}")
+    if allow_self_regularised:
+        if a.numel() and not (labels[a] == labels[p]).all():
+            raise ValueError(f"{who}every positive must share its anchor's label")
+        return a, p, n
+    hint = " (PADS-style self-regularised triplets must come as SelfRegularisedTriplets)"
     if a.numel() and not ((labels[a] == labels[p]) & (a != p)).all():
-        raise ValueError(f"{who}every positive must share its anchor's label and differ from the anchor")
+        raise ValueError(f"{who}every positive must share its anchor's label and differ from the anchor{hint}")
     if a.numel() and (labels[a] == labels[n]).any():
-        raise ValueError(f"{who}every negative must have a label different from its anchor's")
+        raise ValueError(f"{who}every negative must have a label different from its anchor's{hint}")
     return a, p, n
 
 
