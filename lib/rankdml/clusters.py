@@ -281,7 +281,7 @@ class ClusterRefresh(Callback):
         losses = getattr(state.loss, "item_losses", None)
         if losses is not None:
             if state.batch_indices is None:
-                raise ValueError("ClusterRefresh needs the dataset index of every batch item: use a loader that "
+                raise ValueError("ClusterRefresh needs the batch indices (dataset index of every batch item): use a loader that "
                                  "yields (images, labels, indices)")
             self.index.update_losses(state.batch_indices, losses)
         if (self.every is not None and state.step % self.every == 0) or state.step in self.at_steps:
