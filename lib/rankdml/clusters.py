@@ -136,7 +136,11 @@ class ClusterIndex:
                              f"a ClusterRefresh callback to fit (it fits the index before the first step)")
 
     def fit(self, embeddings: torch.Tensor) -> "ClusterIndex":
-        """(Re-)cluster every class from `embeddings (N, D)` of the whole training set, in item order."""
+        """(Re-)cluster every class from `embeddings (N, D)` of the whole training set, in item order.
+
+        The r-th fit (r = 0, 1, ...) seeds k-means with ``seed + r``: a run is reproducible, and
+        successive refreshes do not start from the same random centres.
+        """
         if embeddings.dim() != 2 or embeddings.shape[0] != len(self):
             raise ValueError(f"expected embeddings of the whole training set, shape ({len(self)}, D), "
                              f"got {tuple(embeddings.shape)}")
@@ -246,10 +250,14 @@ class ClusterRefresh(Callback):
             ``init_from`` (RepMet, as the original code overwrote its representatives); default False.
         sampler: a sampler whose ``state_dict`` this callback's checkpoint should carry too.
         batch_size: of the re-embedding pass.
+        feed_losses: record the per-item losses (needed by :class:`rankdml.data.MagnetSampler`);
+            False for a refresh-only use (e.g. k-means initialisation of RepMet with a P x K sampler,
+            whose loader need not yield batch indices).
     """
 
     def __init__(self, index: ClusterIndex, dataset, *, every: int | None = 50, at_steps: Sequence[int] = (),
-                 init_representatives: bool = False, sampler=None, batch_size: int = 256):
+                 init_representatives: bool = False, sampler=None, batch_size: int = 256,
+                 feed_losses: bool = True):
         if every is not None and every < 1:
             raise ValueError(f"every must be a positive number of steps or None, got {every}")
         if len(dataset) != len(index):
@@ -258,13 +266,17 @@ class ClusterRefresh(Callback):
         self.index, self.dataset, self.every = index, dataset, every
         self.at_steps = frozenset(int(s) for s in at_steps)
         self.init_representatives, self.sampler, self.batch_size = init_representatives, sampler, batch_size
+        self.feed_losses = feed_losses
         self.refresh_steps: list[int] = []  # steps after which the index was rebuilt (0: before training)
 
     def refresh(self, state: TrainState) -> None:
         """Re-embed the training set with the current model and re-cluster."""
+        import inspect
+
         from rankdml.metrics import embed  # lazy: rankdml.metrics imports the data stack
 
-        emb, _ = embed(state.model, self.dataset, batch_size=self.batch_size, device=state.device)
+        quiet = {"progress": False} if "progress" in inspect.signature(embed).parameters else {}
+        emb, _ = embed(state.model, self.dataset, batch_size=self.batch_size, device=state.device, **quiet)
         self.index.fit(emb.to(self.index.device))
         self.refresh_steps.append(int(state.step))
         if self.init_representatives:
@@ -278,7 +290,7 @@ class ClusterRefresh(Callback):
             self.refresh(state)
 
     def on_step_end(self, state: TrainState) -> None:
-        losses = getattr(state.loss, "item_losses", None)
+        losses = getattr(state.loss, "item_losses", None) if self.feed_losses else None
         if losses is not None:
             if state.batch_indices is None:
                 raise ValueError("ClusterRefresh needs the batch indices (dataset index of every batch item): use a loader that "

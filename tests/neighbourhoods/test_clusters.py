@@ -153,6 +153,10 @@ def test_refresh_on_schedule_and_feeds_losses():
     # the loss needs batch indices; so does the callback
     with pytest.raises(ValueError, match="batch indices"):
         cb.on_step_end(_state(model, loss, step=8, batch_indices=None))
+    # refresh-only use: no batch indices needed
+    quiet = ClusterRefresh(index, TensorDataset(x, y), every=None, feed_losses=False)
+    quiet.on_step_end(_state(model, loss, step=8, batch_indices=None))
+    assert quiet.refresh_steps == []
     # state round trip
     other = ClusterRefresh(ClusterIndex(y, 2), TensorDataset(x, y), every=3)
     other.load_state_dict(cb.state_dict())
