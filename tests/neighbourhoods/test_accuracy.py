@@ -150,3 +150,14 @@ def test_accuracy_bad_inputs():
         A.simple_accuracy(x.clone().fill_(float("nan")), y, cen, cl)
     with pytest.raises(ValueError, match="distinct classes"):
         A.unsupervised_accuracy(x.float(), torch.zeros_like(y))
+
+
+def test_unsupervised_accuracy_is_the_best_matching_of_its_kmeans():
+    from rankdml.metrics import kmeans_assign
+
+    x, y, _ = clustered_batch(4, 1, 8, dim=3, seed=14, spread=2.0)  # overlapping classes
+    x = x.float()
+    ids = kmeans_assign(x.numpy(), 4, seed=3, niter=35, nredo=15)
+    want = ref.best_matching_accuracy(ids.tolist(), y.tolist())
+    assert A.unsupervised_accuracy(x, y, seed=3) == pytest.approx(want, abs=1e-12)
+    assert A.unsupervised_accuracy(x, y, seed=3, matching="greedy") <= want + 1e-12

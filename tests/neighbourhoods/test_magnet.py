@@ -164,3 +164,18 @@ def test_magnet_hand_value():
     want = sum(max(0.0, (1 - d) * 9 / 32 + 30.0) for d in (121, 81, 81, 121)) / 4
     assert MagnetLoss(alpha=30.0, variance="squared")(x, y).item() == pytest.approx(want, abs=1e-12)
     assert math.isfinite(want) and want > 0
+
+
+def test_magnet_float32_tight_clusters_match_float64():
+    # unit-norm embeddings in a patch of radius ~1e-2, clusters of radius ~1e-3: sigma^2 ~ 1e-6, where the
+    # norm expansion |x|^2 + |mu|^2 - 2 x.mu of the own distances would cancel catastrophically in float32
+    # (it gives sigma^2 off by ~35 % here)
+    x0, y, c = clustered_batch(3, 2, 4, dim=8, seed=30, spread=1.0)
+    x = torch.nn.functional.normalize(torch.ones(8, dtype=torch.float64) + 3e-3 * x0, dim=1)
+    want = MagnetLoss(alpha=3.0)(x, y, c)
+    loss32 = MagnetLoss(alpha=3.0)
+    got = loss32(x.float(), y, c)
+    _, sigma2 = ref.magnet(x.numpy(), y.numpy(), c.numpy())
+    assert sigma2 < 1e-5 and want.item() > 0.5
+    assert loss32.batch_variance.item() == pytest.approx(sigma2, rel=1e-3)
+    assert got.item() == pytest.approx(want.item(), rel=1e-2)

@@ -145,16 +145,18 @@ class MagnetLoss(nn.Module):
         if not torch.equal(cluster_label[own], labels):
             raise ValueError("MagnetLoss: a cluster holds items of different labels; each cluster must "
                              "lie inside one class")
+        self.item_losses = embeddings.new_zeros(labels.shape[0]).detach()  # until the batch proves usable
+        self.batch_variance = embeddings.new_zeros(()).detach()
         if torch.bincount(own).max() < 2:
-            self.item_losses = embeddings.new_zeros(labels.shape[0]).detach()
             return zero_loss(embeddings, "MagnetLoss",
                              "no cluster has two items (all labels distinct, or one item per cluster), "
                              "so the batch variance is 0")
-        sq = pairwise_squared_distances(embeddings, means)  # (B, M)
-        own_sq = sq.gather(1, own[:, None]).squeeze(1)  # (B,)
+        # own distances from the differences, not the norm expansion: they are small (tight clusters)
+        # where |x|^2 + |mu|^2 - 2 x.mu cancels catastrophically in float32
+        own_sq = ((embeddings - means[own]) ** 2).sum(1)  # (B,)
+        sq = pairwise_squared_distances(embeddings, means)  # (B, M), only other classes' entries are used
         sigma2 = own_sq.sum() / (labels.shape[0] - 1)
         if sigma2 <= 0:
-            self.item_losses = embeddings.new_zeros(labels.shape[0]).detach()
             return zero_loss(embeddings, "MagnetLoss", "every item coincides with its cluster mean, so the batch "
                              "variance is 0")
         v = sigma2 if self.variance == "paper" else sigma2 * sigma2

@@ -65,7 +65,12 @@ class RepMetLoss(nn.Module):
     The representatives are an ``nn.Parameter`` initialised from a seeded-by-the-global-RNG
     standard normal (then L2-normalised, as pytorch.repmet's HEAD); :meth:`init_from` copies
     k-means centres into them. Give them their own learning rate through an optimiser parameter
-    group (the original: Adam 1e-3 for them, 1e-4 for the network). For prediction use
+    group (the original: Adam 1e-3 for them, 1e-4 for the network)::
+
+        opt = torch.optim.Adam([{"params": model.parameters(), "lr": 1e-4},
+                                {"params": [loss.representatives], "lr": 1e-3}])
+
+    For prediction use
     :func:`rankdml.accuracy.repmet_accuracy` with ``sigma=loss.sigma`` (the σ of training).
 
     Shape:
