@@ -10,6 +10,16 @@ rebuilds it every N steps and feeds it the per-item losses of every batch. The M
 
 Clusters are numbered class-major: cluster ``c * K + j`` is the j-th cluster of the c-th class in
 increasing label order (``index.classes[c]``), as in the original code.
+
+How the pieces fit together (the loop must pass ``batch_indices=`` to a loss whose
+``needs_batch_indices`` is True, and expose the indices of the last batch as ``state.batch_indices``)::
+
+    index = ClusterIndex(train.labels, k=3)
+    loss = MagnetLoss(alpha=1.0, index=index)               # clusters looked up from batch indices
+    sampler = MagnetSampler(index, M=12, D=4)               # batches drawn from the index, lazily
+    refresh = ClusterRefresh(index, train_without_augmentation, every=50, sampler=sampler)
+    # loader: DataLoader over `train` yielding (images, labels, indices), batch_sampler=sampler,
+    # num_workers=0 (no prefetching ahead of a sampler that changes between steps); callbacks=[refresh]
 """
 from __future__ import annotations
 

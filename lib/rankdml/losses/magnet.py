@@ -63,7 +63,7 @@ class MagnetLoss(nn.Module):
           label). Takes precedence.
         * else ``batch_indices (B,)``: dataset indices, looked up in `index`. The attribute
           ``needs_batch_indices`` is True when an index is attached: a training loop that sees it
-          passes ``batch_indices=`` (``rankdml.train.fit`` does).
+          must call ``loss(embeddings, labels, batch_indices=...)`` with the batch's dataset indices.
         * neither, and no index: each class of the batch is one cluster (the Magnet loss with K = 1).
 
         After each call, ``item_losses (B,)`` holds the detached :math:`\\ell_i` (what
