@@ -13,7 +13,8 @@ Writes DIR/bench_magnet.json, a list of rows {"case", "ours_s", "theirs_s", "flo
   re-implementation from that description, not its code. The floor is the one unavoidable step,
   the squared distances of the B items to the M means (forward + backward). RepMet variants
   (100 classes x 3 representatives) have no "theirs" (pytorch-metric-learning has no RepMet);
-  their floor is the (B, C*K) distance matrix.
+  their floor is the (B, C*K) distance matrix, forward + backward to the embeddings and the
+  representatives (both are trained).
 * Refresh: :func:`rankdml.clusters.per_class_kmeans` (faiss, K = 3 per class, 20 iterations) on N
   random embeddings of 50 items per class, against scikit-learn's KMeans per class as the original
   (k-means++, n_init=1, max_iter=20). The re-embedding pass of a refresh is not included (it is
@@ -119,7 +120,7 @@ def bench_losses(args, device) -> list[dict]:
                 x = x0.clone().requires_grad_(True)
                 rep(x, labels).backward()
 
-            reps = rep.representatives.detach()
+            reps = rep.representatives.detach().clone().requires_grad_(True)  # trained too: its gradient counts
 
             def floor():
                 x = x0.clone().requires_grad_(True)
@@ -130,7 +131,8 @@ def bench_losses(args, device) -> list[dict]:
             rows.append({"case": f"repmet-{variant} fwd+bwd B=48 C={C} K={K} dim={dim}", "ours_s": t_ours,
                          "theirs_s": None, "floor_s": t_floor, "ours_mb": mb_ours, "theirs_mb": None,
                          "target": None, "met": None,
-                         "note": "no reference implementation to compare with; floor = the (B, C*K) distances"})
+                         "note": "no reference implementation to compare with; floor = the (B, C*K) distances, "
+                                 "gradients w.r.t. embeddings and representatives"})
     return rows
 
 
@@ -175,6 +177,14 @@ def bench_refresh(args, device) -> list[dict]:
                      "note": "theirs = sklearn KMeans per class as the original (k-means++, n_init=1, 20 it.); "
                              "floor = one nearest-own-centre assignment (batched products); excludes re-embedding"
                              + ("" if t_theirs is not None else f"; sklearn skipped above N={args.sklearn_max}")})
+    # K = 1: the class means, one vectorised pass (no k-means)
+    n = sizes[-1]
+    y = torch.arange(n // per_class).repeat_interleave(per_class).to(device)
+    x = F.normalize(torch.randn(len(y), dim, generator=torch.Generator().manual_seed(1)), dim=1).to(device)
+    t_ours, mb = median_time(lambda: per_class_kmeans(x, y, 1), args.refresh_repeats, device)
+    rows.append({"case": f"refresh K=1 (class means) N={n} C={n // per_class} dim={dim}", "ours_s": t_ours,
+                 "theirs_s": None, "floor_s": None, "ours_mb": mb, "theirs_mb": None, "target": None,
+                 "met": None, "note": "K = 1 needs no k-means: an index_add over the items"})
     return rows
 
 

@@ -71,17 +71,17 @@ def per_class_kmeans(embeddings: torch.Tensor, labels: torch.Tensor, k: int, *, 
                          f"items ({int((counts < k).sum())} classes are smaller than k); lower k")
     dev, dim = embeddings.device, embeddings.shape[1]
     x = embeddings.detach().float()
+    if k == 1:  # the class means, without a loop over classes
+        sums = x.new_zeros(len(classes), dim).index_add_(0, inverse, x)
+        return sums / counts[:, None].to(x.dtype), inverse.clone(), classes
     centres = torch.empty(len(classes) * k, dim, dtype=torch.float32, device=dev)
     assignments = torch.empty(labels.shape[0], dtype=torch.long, device=dev)
     # One k-means per class: a loop over classes (faiss has no batched k-means), not over items.
     order = torch.argsort(inverse, stable=True)
     for c, members in enumerate(torch.split(order, counts.tolist())):
         pts = x[members]  # (n_c, D)
-        if k == 1:
-            cent = pts.mean(0, keepdim=True)
-        else:
-            cent = torch.from_numpy(_faiss_kmeans(np.ascontiguousarray(pts.cpu().numpy()), k, seed=seed,
-                                                  niter=niter, nredo=nredo)).to(dev)
+        cent = torch.from_numpy(_faiss_kmeans(np.ascontiguousarray(pts.cpu().numpy()), k, seed=seed,
+                                              niter=niter, nredo=nredo)).to(dev)
         centres[c * k:(c + 1) * k] = cent
         assignments[members] = c * k + torch.argmin(pairwise_squared_distances(pts, cent), dim=1)
     return centres, assignments, classes
@@ -303,8 +303,8 @@ class ClusterRefresh(Callback):
         losses = getattr(state.loss, "item_losses", None) if self.feed_losses else None
         if losses is not None:
             if state.batch_indices is None:
-                raise ValueError("ClusterRefresh needs the batch indices (dataset index of every batch item): use a loader that "
-                                 "yields (images, labels, indices)")
+                raise ValueError("ClusterRefresh needs the batch indices (dataset index of every batch item): use "
+                                 "a loader that yields (images, labels, indices), or feed_losses=False")
             self.index.update_losses(state.batch_indices, losses)
         if (self.every is not None and state.step % self.every == 0) or state.step in self.at_steps:
             self.refresh(state)

@@ -97,7 +97,8 @@ class MagnetLoss(nn.Module):
         return self.index is not None
 
     def extra_repr(self) -> str:
-        return f"alpha={self.alpha}, variance={self.variance!r}, running={self.running!r}, index={self.index is not None}"
+        return (f"alpha={self.alpha}, variance={self.variance!r}, running={self.running!r}, "
+                f"index={self.index is not None}")
 
     def _clusters(self, labels, clusters, batch_indices) -> torch.Tensor:
         if clusters is not None:
