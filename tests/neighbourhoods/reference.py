@@ -21,7 +21,9 @@ def relu(v):
 
 
 def magnet(x, y, clusters, alpha=1.0, variance="paper"):
-    """L = 1/N sum_n [ -log( exp(-|r_n - mu_own|^2/(2v) - alpha) / sum_{mu of other classes} exp(-|r_n - mu|^2/(2v)) ) ]_+"""
+    """L = 1/N sum_n [ -log( exp(-|r_n - mu_own|^2/(2v) - alpha) / sum_{mu: other classes} exp(-|r_n - mu|^2/(2v)) ) ]_+
+
+    with v = sigma^2 ("paper") or sigma^4 ("squared"); returns (L, sigma^2)."""
     N = len(y)
     ids = sorted(set(int(c) for c in clusters))
     mean, label = {}, {}

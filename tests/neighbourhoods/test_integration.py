@@ -73,3 +73,66 @@ def test_repmet_end_to_end_with_kmeans_initialisation():
     with torch.no_grad():
         acc = A.repmet_accuracy(model(x), y, loss.current_representatives(), loss.representative_labels, loss.sigma)
     assert 0.0 <= acc <= 1.0
+
+
+def _parts(x, y):
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(2, 16), torch.nn.Tanh(), torch.nn.Linear(16, 4))
+    index = ClusterIndex(y, 2)
+    loss = MagnetLoss(index=index)
+    sampler = MagnetSampler(index, 4, 4, seed=0)
+    opt = torch.optim.Adam(model.parameters(), lr=1e-2)
+    cb = ClusterRefresh(index, TensorDataset(x, y), every=4, sampler=sampler)
+    state = TrainState(model=model, loss=loss, optimizer=opt, device=torch.device("cpu"), loader=None,
+                       steps_per_epoch=12, total_steps=12)
+    return model, loss, sampler, opt, cb, state
+
+
+def _steps(parts, x, y, n):
+    model, loss, sampler, opt, cb, state = parts
+    values = []
+    for _ in range(n):
+        ib = torch.tensor(sampler.sample_batch())
+        emb = model(x[ib])
+        value = loss(emb, y[ib], batch_indices=ib)
+        opt.zero_grad()
+        value.backward()
+        opt.step()
+        values.append(value.item())
+        state.step += 1
+        state.batch_indices = ib
+        cb.on_step_end(state)
+    return values
+
+
+def test_resume_from_a_checkpoint_equals_an_uninterrupted_run():
+    import io
+
+    x, y = _toy(2)
+    parts = _parts(x, y)
+    parts[4].on_fit_start(parts[5])
+    want = _steps(parts, x, y, 12)
+
+    parts = _parts(x, y)
+    parts[4].on_fit_start(parts[5])
+    first = _steps(parts, x, y, 6)
+    model, loss, sampler, opt, cb, state = parts
+    buffer = io.BytesIO()
+    torch.save({"model": model.state_dict(), "opt": opt.state_dict(), "loss": loss.state_dict(),
+                "callback": cb.state_dict(), "rng": torch.get_rng_state(), "step": state.step}, buffer)
+    buffer.seek(0)
+    ckpt = torch.load(buffer, weights_only=True)  # only tensors, numbers, lists and dicts
+
+    torch.manual_seed(12345)  # a fresh process: other RNG state, unfitted index
+    parts = _parts(x, y)
+    model, loss, sampler, opt, cb, state = parts
+    model.load_state_dict(ckpt["model"])
+    opt.load_state_dict(ckpt["opt"])
+    loss.load_state_dict(ckpt["loss"])
+    cb.load_state_dict(ckpt["callback"])
+    torch.set_rng_state(ckpt["rng"])
+    state.step = ckpt["step"]
+    cb.on_fit_start(state)  # the index is restored: no refresh here
+    rest = _steps(parts, x, y, 6)
+    assert first + rest == want
+    assert cb.refresh_steps == [0, 4, 8, 12]
