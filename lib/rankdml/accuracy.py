@@ -86,8 +86,9 @@ def magnet_accuracy(embeddings: torch.Tensor, labels: torch.Tensor, centres: tor
     """Magnet paper eq. 6: the class maximising :math:`\\sum_{\\mu \\in c} e^{-\\|r-\\mu\\|^2/(2\\sigma^2)}
     / \\sum_{\\mu} e^{-\\|r-\\mu\\|^2/(2\\sigma^2)}` over the `L` nearest cluster centres.
 
-    `variance` is σ², the running variance of training (``MagnetLoss.running_variance``; the
-    original falls back to 0.5 when it has none). With K = 1 cluster per class and L ≥ 1 this is
+    `variance` is σ², the running variance of training: pass ``MagnetLoss.running_variance`` (with
+    ``variance="squared"`` that buffer holds the running (σ̂²)², the scale training divided by, so
+    prediction uses the same one). The original falls back to 0.5 when it has none. With K = 1 cluster per class and L ≥ 1 this is
     :func:`simple_accuracy` (the nearest centre always has the largest weight).
     """
     _check_centres(embeddings, labels, centres, centre_labels, "magnet_accuracy")
