@@ -6,7 +6,7 @@ from torch import nn
 
 from rankdml._checks import check_embeddings_labels
 from rankdml.distances import pairwise_squared_distances
-from rankdml.losses.functional import masked_logsumexp, zero_loss
+from rankdml.losses.functional import zero_loss
 
 __all__ = ["MagnetLoss", "batch_cluster_means"]
 
@@ -162,7 +162,9 @@ class MagnetLoss(nn.Module):
                              "variance is 0")
         v = sigma2 if self.variance == "paper" else sigma2 * sigma2
         other = labels[:, None] != cluster_label[None, :]  # (B, M) clusters of another class
-        terms = torch.relu(own_sq / (2 * v) + self.alpha + masked_logsumexp(-sq / (2 * v), other, dim=1))
+        # every row has an other-class cluster (>= 2 classes checked), so no row of the log-sum-exp is all -inf
+        impostors = torch.logsumexp((-sq / (2 * v)).masked_fill(~other, float("-inf")), dim=1)
+        terms = torch.relu(own_sq / (2 * v) + self.alpha + impostors)
         self.item_losses = terms.detach()
         self.batch_variance = sigma2.detach()
         if self.training:
