@@ -8,8 +8,10 @@ pair- and triplet-based losses (contrastive, triplet, margin) use them, the stru
 from __future__ import annotations
 
 from rankdml.losses.classification import NormSoftmaxLoss
+from rankdml.losses.magnet import MagnetLoss
 from rankdml.losses.margin import MarginLoss, param_groups
 from rankdml.losses.pair import ContrastiveLoss
+from rankdml.losses.repmet import RepMetLoss
 from rankdml.losses.structured import AngularLoss, LiftedStructureLoss, NPairsLoss
 from rankdml.losses.triplet import TripletLoss
 
@@ -20,7 +22,8 @@ LOSSES = {
     "npairs": NPairsLoss,
     "angular": AngularLoss,
     "margin": MarginLoss,
-}  # NormSoftmaxLoss (the classification baseline) needs num_classes and embedding_dim: built directly
+    "magnet": MagnetLoss,
+}  # NormSoftmaxLoss (the classification baseline) and RepMetLoss need num_classes and embedding_dim: built directly
 
 
 def make_loss(name: str, **kwargs):
@@ -37,4 +40,4 @@ def make_loss(name: str, **kwargs):
 
 
 __all__ = ["LOSSES", "make_loss", "param_groups", "ContrastiveLoss", "TripletLoss", "LiftedStructureLoss",
-           "NPairsLoss", "AngularLoss", "MarginLoss", "NormSoftmaxLoss"]
+           "NPairsLoss", "AngularLoss", "MarginLoss", "NormSoftmaxLoss", "MagnetLoss", "RepMetLoss"]
