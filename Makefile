@@ -11,11 +11,15 @@ OUT     ?= outputs
 
 # Progress bars off and one kernel spec: stored outputs must not depend on the terminal or the user's Jupyter set-up.
 export TQDM_DISABLE := 1
+# The reproducible numeric mode (lib/rankdml/reproducible.py): the same bits on every x86-64 CPU with AVX2.
+export RANKDML_REPRODUCIBLE := 1
+# A CPU generation other than this machine's, for test-simulated-cpu: oneDNN and MKL limited to AVX2.
+SIMULATED_CPU := ONEDNN_MAX_CPU_ISA=AVX2 MKL_ENABLE_INSTRUCTIONS=AVX2
 export JUPYTER_PREFER_ENV_PATH := 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 unexport MPLBACKEND
 
-.PHONY: setup notebooks run book html test test-unit test-notebooks test-browser bench serve clean
+.PHONY: setup notebooks run book html test test-unit test-notebooks test-simulated-cpu test-browser check-reproduction bench serve clean
 
 setup: $(BIN)/.installed          ## create .venv and install the pinned environment + rankdml (editable)
 $(BIN)/.installed: requirements.txt pyproject.toml
@@ -38,13 +42,19 @@ html: setup                       ## render the stored notebooks (no execution) 
 
 book: setup notebooks html        ## set up, execute every chapter, build the HTML
 
-test: test-unit test-notebooks html test-browser   ## every check
+test: test-unit test-notebooks test-simulated-cpu html test-browser   ## every check
 
 test-unit: setup                  ## library tests + notebook sync/output/link checks
 	$(BIN)/python -m pytest tests -q -m "not browser"
 
 test-notebooks: setup             ## nbval: re-execute every stored notebook and compare its printed outputs
 	$(BIN)/python -m pytest $(NBVAL) $(NOTEBOOKS) -q
+
+test-simulated-cpu: setup         ## nbval on chapter 1 as a CPU of another generation would run it
+	env $(SIMULATED_CPU) $(BIN)/python -m pytest $(NBVAL) $(firstword $(NOTEBOOKS)) -q
+
+check-reproduction: setup         ## re-execute the chapters here (any device; ONLY=02 for one) and compare metrics within tolerances
+	$(BIN)/python tools/check_reproduction.py $(ONLY)
 
 test-browser: setup               ## open the built HTML in headless Chromium (needs `make html` and /usr/bin/chromium)
 	$(BIN)/python -m pytest tests/test_browser.py -q -m browser

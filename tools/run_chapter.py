@@ -21,6 +21,9 @@ import papermill as pm
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "lib"))
+
+from rankdml.reproducible import environment  # noqa: E402
 
 
 def stabilise(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
@@ -46,9 +49,25 @@ def run_chapter(source: Path, parameters: dict, out_dir: Path | None) -> Path:
         parameters = {"output_dir": str(run_dir.resolve()), **parameters}
         target = run_dir / f"{source.stem}.ipynb"
     os.environ.setdefault("TQDM_DISABLE", "1")
+    os.environ.update(environment())  # the reproducible numeric mode, in force before the kernel starts
     executed = pm.execute_notebook(nb, None, parameters=parameters or None, cwd=str(source.parent),
                                    kernel_name="python3", progress_bar=False, log_output=False)
     nbformat.write(stabilise(executed), target)
+    if out_dir is None:
+        store_metrics(source)
+    return target
+
+
+def store_metrics(source: Path) -> Path:
+    """Copy the metrics the stored notebook wrote to book/results/<chapter>.json (for check-reproduction)."""
+    nb = jupytext.read(source)
+    cell = next(c for c in nb.cells if "parameters" in c.metadata.get("tags", []))
+    namespace: dict = {}
+    exec(cell.source, namespace)  # the parameters cell holds plain assignments only
+    written = source.parent / namespace["output_dir"] / "metrics.json"
+    target = source.parent / "results" / f"{source.stem}.json"
+    target.parent.mkdir(exist_ok=True)
+    target.write_text(written.read_text())
     return target
 
 

@@ -100,3 +100,96 @@ def plot_retrievals(images: torch.Tensor, labels: np.ndarray, neighbours: np.nda
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     return fig
+
+
+# --- Reproduction check: the stored metrics against a run on this machine -------------------------
+
+#: Where the stored notebooks' metrics and the tolerances live, relative to the chapters' folder.
+RESULTS_DIR = Path(__file__).resolve().parents[2] / "book" / "results"
+
+
+def _results_dir(results_dir: str | Path | None) -> Path:
+    if results_dir is not None:
+        return Path(results_dir)
+    local = Path("results")  # a chapter runs with its own folder (book/) as working directory
+    return local if (local / "tolerances.json").exists() else RESULTS_DIR
+
+
+def stored_metrics(chapter: str, results_dir: str | Path | None = None) -> dict[str, dict[str, float]]:
+    """The metrics the stored notebook of `chapter` (e.g. "01_retrieval") printed: {row: {metric: value}}."""
+    path = _results_dir(results_dir) / f"{chapter}.json"
+    if not path.exists():
+        raise FileNotFoundError(f"no stored metrics {path}; they are written by `make notebooks`")
+    return json.loads(path.read_text())["metrics"]
+
+
+def tolerances(chapter: str, results_dir: str | Path | None = None) -> dict[str, float]:
+    """The allowed |now - stored| per metric of `chapter`, measured over seeds (see tolerances.json)."""
+    path = _results_dir(results_dir) / "tolerances.json"
+    table = json.loads(path.read_text())["chapters"]
+    if chapter not in table:
+        raise ValueError(f"{path} has no tolerances for {chapter!r}; known: {sorted(table)}")
+    return table[chapter]
+
+
+def compare_metrics(stored: Mapping[str, Mapping[str, float]], now: Mapping[str, Mapping[str, float]],
+                    tolerance: Mapping[str, float]) -> list[dict[str, Any]]:
+    """One row per (row, metric) of `stored`: stored, now, difference, tolerance and a verdict.
+
+    A metric without a tolerance must match exactly; a row or metric missing from `now` fails.
+    """
+    rows = []
+    for name, metrics in stored.items():
+        for metric, value in metrics.items():
+            got = now.get(name, {}).get(metric)
+            tol = float(tolerance.get(metric, 0.0))
+            diff = None if got is None else float(got) - float(value)
+            ok = diff is not None and abs(diff) <= tol + 1e-12
+            rows.append({"row": name, "metric": metric, "stored": float(value), "now": got, "difference": diff,
+                         "tolerance": tol, "verdict": "ok" if ok else ("missing" if got is None else "DIFFERS")})
+    return rows
+
+
+def reproduction_table(rows: Sequence[Mapping[str, Any]]) -> str:
+    """The rows of `compare_metrics` as a fixed-width text table, with a closing count."""
+    def fmt(v):
+        return "-" if v is None else f"{v:+.4f}" if isinstance(v, float) and v < 0 else f"{v:.4f}"
+
+    header = ["row", "metric", "stored", "now", "difference", "tolerance", "verdict"]
+    body = [[r["row"], r["metric"], fmt(r["stored"]), fmt(r["now"]), "-" if r["difference"] is None
+             else f"{r['difference']:+.4f}", f"{r['tolerance']:.4f}", r["verdict"]] for r in rows]
+    widths = [max(len(x[i]) for x in [header, *body]) for i in range(len(header))]
+    lines = ["  ".join(c.ljust(w) if i < 2 else c.rjust(w) for i, (c, w) in enumerate(zip(x, widths)))
+             for x in [header, *body]]
+    failed = sum(r["verdict"] != "ok" for r in rows)
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    lines.append(f"{len(rows) - failed} of {len(rows)} metrics within tolerance" + ("" if not failed else
+                 f"; {failed} outside it"))
+    return "\n".join(lines)
+
+
+def check_reproduction(chapter: str, metrics: Mapping[str, Mapping[str, float]], device: Any = "cpu",
+                       parameters: Mapping[str, Any] | None = None,
+                       results_dir: str | Path | None = None) -> list[dict[str, Any]] | None:
+    """The chapter's last cell: where bit-identity is not promised, compare with the stored metrics.
+
+    On an x86-64 CPU in the reproducible mode nbval already checks every printed digit, so nothing is
+    printed and None is returned. Elsewhere (a GPU, Colab, an ARM laptop) the table of
+    `compare_metrics` is printed and its rows returned, provided the run used the stored run's
+    `parameters` (a run with other parameters is not a reproduction: it says so and returns None).
+    """
+    from rankdml import reproducible
+
+    if reproducible.bitwise_platform(device):
+        return None
+    if parameters is not None:
+        path = _results_dir(results_dir) / f"{chapter}.json"
+        stored = json.loads(path.read_text())["parameters"] if path.exists() else {}
+        changed = sorted(k for k in parameters if k in stored and json.dumps(parameters[k], default=str)
+                         != json.dumps(stored[k], default=str))
+        if changed:
+            print(f"not a reproduction of the stored run: {', '.join(changed)} differ; nothing to compare")
+            return None
+    rows = compare_metrics(stored_metrics(chapter, results_dir), metrics, tolerances(chapter, results_dir))
+    print(reproduction_table(rows))
+    return rows

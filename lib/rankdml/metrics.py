@@ -49,6 +49,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from rankdml import reproducible
 from rankdml.runtime import progress, resolve_device
 
 __all__ = [
@@ -123,6 +124,8 @@ def _faiss():
     import faiss  # imported lazily: importing it costs ~0.3 s and only the metrics need it
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if reproducible.requested():
+        cores = reproducible.THREADS  # k-means sums per thread: the split must not depend on the machine
     if faiss.omp_get_max_threads() != cores:
         faiss.omp_set_num_threads(cores)
     return faiss

@@ -31,6 +31,7 @@ import ctypes
 import os
 import sys
 import warnings
+from typing import Any
 
 #: Threads used in the mode: float sums depend on how work is split between threads.
 THREADS = 2
@@ -129,3 +130,15 @@ def status() -> dict[str, str]:
     return {"MKL branch": mkl_branch(), "ATen kernels": torch.backends.cpu.get_cpu_capability(),
             "oneDNN": "on" if torch.backends.mkldnn.enabled else "off", "torch threads": str(torch.get_num_threads()),
             "OpenBLAS core": os.environ.get("OPENBLAS_CORETYPE", "auto")}
+
+
+def bitwise_platform(device: Any = "cpu") -> bool:
+    """True where the mode promises the stored bytes: the CPU of an x86-64 machine with AVX2, mode on."""
+    import platform
+
+    import torch
+
+    if torch.device(device).type != "cpu" or platform.machine().lower() not in ("x86_64", "amd64"):
+        return False
+    return (mkl_branch() == "COMPATIBLE" and torch.backends.cpu.get_cpu_capability() == "AVX2"
+            and not torch.backends.mkldnn.enabled)
