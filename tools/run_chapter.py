@@ -17,8 +17,9 @@ from pathlib import Path
 
 import jupytext
 import nbformat
-import papermill as pm
 import yaml
+
+from rankdml.sweep.runner import execute_chapter
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -46,8 +47,7 @@ def run_chapter(source: Path, parameters: dict, out_dir: Path | None) -> Path:
         parameters = {"output_dir": str(run_dir.resolve()), **parameters}
         target = run_dir / f"{source.stem}.ipynb"
     os.environ.setdefault("TQDM_DISABLE", "1")
-    executed = pm.execute_notebook(nb, None, parameters=parameters or None, cwd=str(source.parent),
-                                   kernel_name="python3", progress_bar=False, log_output=False)
+    executed = execute_chapter(nb, parameters, cwd=source.parent)
     nbformat.write(stabilise(executed), target)
     return target
 
