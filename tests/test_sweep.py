@@ -318,3 +318,18 @@ def test_collect_marks_pending_runs_and_summarises_finished_ones_only(resumed_sw
     assert pd.isna(runs.set_index("run_id").loc[first, "score"])
     assert summary["seeds"].tolist() == [1, 2, 2, 2]
     assert pd.isna(summary["score sd"].iloc[0])  # one seed: no spread to estimate
+
+
+@pytest.mark.parametrize("path", sorted((ROOT / "sweeps").glob("*.yaml")), ids=lambda p: p.stem)
+def test_the_repository_sweep_files_are_valid(path):
+    sweep = load_sweep(path)
+    assert sweep.name == path.stem and sweep.runs()
+
+
+def test_mean_sd_formats_the_summary():
+    from rankdml.sweep import mean_sd
+
+    summary = pd.DataFrame({"lr": [0.1, 0.01], "seeds": [2, 1], "recall mean": [0.51234, 0.4],
+                            "recall sd": [0.0123, float("nan")]})
+    assert mean_sd(summary, ["recall"]).to_dict("list") == {"lr": [0.1, 0.01], "seeds": [2, 1],
+                                                            "recall": ["0.512 ± 0.012", "0.400"]}
