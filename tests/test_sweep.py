@@ -203,15 +203,16 @@ def test_failed_runs_are_recorded_do_not_stop_the_others_and_are_retried(tmp_pat
     assert not (folder / store.PARTIAL).exists()
 
 
-def test_a_run_past_its_timeout_is_killed_and_recorded_as_failed(tmp_path, client):
+def test_on_a_scheduler_address_a_run_past_its_timeout_is_killed_and_recorded_as_failed(tmp_path, client):
     path = sweep_file(tmp_path, parameters={"sleep": 600.0}, seeds=[0], timeout=4)
     clock = time.perf_counter()
-    counts = run_sweep(path, runs_dir=tmp_path / "runs", client=client, progress=False)
+    counts = run_sweep(path, runs_dir=tmp_path / "runs", scheduler=client.scheduler.address, progress=False)
     assert counts["failed"] == 1
     assert time.perf_counter() - clock < 120
     (rid,) = store.recorded_run_ids(tmp_path / "runs" / "tiny")
     record = store.read_record(tmp_path / "runs" / "tiny", rid)
     assert record["error"].startswith("RunTimeout: timed out after 4 s") and record["timeout"] == 4
+    assert record["machine"]["dask_worker"] in client.scheduler_info()["workers"]
 
 
 # --- the command line: 2 x 2 x 2 runs, killed after 3, resumed; then collect ---------------------------------

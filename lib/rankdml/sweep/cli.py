@@ -43,6 +43,9 @@ def _status(args: argparse.Namespace) -> int:
     print(f"sweep {folder.name}: {total} runs: " + ", ".join(f"{len(ids)} {state}" for state, ids in states.items()))
     for run_id in states["failed"]:
         print(f"  failed {run_id}: {store.read_record(folder, run_id).get('error')}")
+    older = sorted(set(store.recorded_run_ids(folder)) - {r for ids in states.values() for r in ids})
+    if older:
+        print(f"  {len(older)} other run folders are from an earlier version of the sweep file (not counted)")
     return 0
 
 
@@ -88,6 +91,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return {"run": _run, "status": _status, "collect": _collect}[args.command](args)
-    except ValueError as err:
+    except (ValueError, RuntimeError) as err:  # bad input, or the sweep's folder is in use
         print(f"error: {err}", file=sys.stderr)
         return 2
