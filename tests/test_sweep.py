@@ -94,6 +94,7 @@ def test_the_same_sweep_gives_the_same_ids_every_time(tmp_path):
     ({"parameters": {"a": 1.0}, "grid": {"a": [2.0]}}, "both fixed"),
     ({"grid": {"a": []}}, "non-empty list"),
     ({"grid": {"a": 1.0}}, "non-empty list"),
+    ({"grid": [1.0]}, "`grid` is a mapping"),
     ({"grid": {"a": [1.0, 1.0]}}, "lists a value twice"),
     ({"grid": {"a": ["1e-3"]}}, r"write 1\.0e-3"),
     ({"seeds": [0, 0]}, "lists a seed twice"),

@@ -108,16 +108,17 @@ def execute_chapter(nb: nbformat.NotebookNode, parameters: Mapping[str, Any] | N
     stream = open(log, "a", encoding="utf-8") if log is not None else None  # noqa: SIM115 (closed below)
     if env is not None or timeout is not None or log is not None:
         extra["kernel_manager_class"] = _kernel_manager_class(os.environ if env is None else env, started, stream)
-    timer = None
-    timed_out = threading.Event()
+    done, timed_out = threading.Event(), threading.Event()
     if timeout is not None:
-        def expire():
+        def watchdog():
+            if done.wait(timeout):
+                return
             timed_out.set()
-            _kill_kernel(started)
+            while not done.is_set():  # also a kernel that was still starting when the time ran out
+                _kill_kernel(started)
+                done.wait(0.5)
 
-        timer = threading.Timer(timeout, expire)
-        timer.daemon = True
-        timer.start()
+        threading.Thread(target=watchdog, name="rankdml-run-timeout", daemon=True).start()
     try:
         return pm.execute_notebook(nb, None if output_path is None else str(output_path),
                                    parameters=dict(parameters) if parameters else None, cwd=str(cwd),
@@ -128,8 +129,7 @@ def execute_chapter(nb: nbformat.NotebookNode, parameters: Mapping[str, Any] | N
             raise RunTimeout(f"timed out after {timeout:g} s (the per-run timeout); its kernel was killed") from err
         raise
     finally:
-        if timer is not None:
-            timer.cancel()
+        done.set()
         if stream is not None:
             stream.close()
 

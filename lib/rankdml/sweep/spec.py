@@ -159,11 +159,12 @@ def make_sweep(spec: Mapping[str, Any], *, base: str | Path = ".") -> Sweep:
             raise ValueError(f"{chapter.name}: its parameters cell has no `{needed}`; a sweep sets the seed and the "
                              f"output folder of every run")
 
-    parameters = dict(spec.get("parameters") or {})
-    grid = dict(spec.get("grid") or {})
+    parameters, grid = spec.get("parameters") or {}, spec.get("grid") or {}
     for what, mapping in (("parameters", parameters), ("grid", grid)):
-        if not isinstance(mapping, dict):
+        if not isinstance(mapping, Mapping):
             raise ValueError(f"`{what}` is a mapping name -> value, got {type(mapping).__name__}")
+    parameters, grid = dict(parameters), dict(grid)
+    for what, mapping in (("parameters", parameters), ("grid", grid)):
         bad = sorted(set(mapping) - set(known))
         if bad:
             raise ValueError(f"unknown parameters {bad} in `{what}`: {chapter.name}'s parameters cell has "
