@@ -42,7 +42,7 @@ def finished(folder: Path) -> list[str]:
 
 def test_chapter_parameters_are_read_from_the_parameters_cell():
     assert chapter_parameters(TINY) == {"a": 1.0, "b": 2, "seed": 0, "sleep": 0.0, "fail_if_exists": "",
-                                        "output_dir": "outputs/tiny"}
+                                        "crash_worker": False, "output_dir": "outputs/tiny"}
 
 
 def test_grid_expansion_is_the_cartesian_product_with_seeds_innermost(tmp_path):
@@ -120,6 +120,15 @@ def test_a_chapter_without_a_parameters_cell_or_seed_is_rejected(tmp_path):
         make_sweep({"name": "x", "chapter": "noseed.md", "seeds": [0]}, base=tmp_path)
 
 
+def test_dry_run_lists_the_runs_and_runs_nothing(tmp_path, capsys):
+    path = sweep_file(tmp_path, grid={"a": [1.0, 2.0]}, seeds=[0, 1])
+    assert cli(["run", str(path), "--runs-dir", str(tmp_path / "runs"), "--dry-run"]) == 0
+    out = capsys.readouterr().out.splitlines()
+    assert out[0] == "sweep tiny: 4 runs of tiny_chapter.md"
+    assert out[1].split() == ["pending", load_sweep(path).runs()[0].run_id, '{"a":', "1.0,", '"seed":', "0}"]
+    assert not (tmp_path / "runs").exists()
+
+
 def test_unknown_parameters_are_rejected_before_anything_runs(tmp_path, capsys):
     path = sweep_file(tmp_path, grid={"a": [1.0], "lr": [0.1]})
     runs_dir = tmp_path / "runs"
@@ -172,8 +181,11 @@ def test_one_sweep_at_a_time_per_folder(tmp_path):
 
 @pytest.fixture(scope="module")
 def client():
-    with dask_client(workers=2) as dask:
-        yield dask
+    import dask
+
+    # A task whose worker dies fails at once (Dask's default retries it on 3 more workers).
+    with dask.config.set({"distributed.scheduler.allowed-failures": 0}), dask_client(workers=2) as local:
+        yield local
 
 
 def test_failed_runs_are_recorded_do_not_stop_the_others_and_are_retried(tmp_path, client):
@@ -214,6 +226,14 @@ def test_on_a_scheduler_address_a_run_past_its_timeout_is_killed_and_recorded_as
     record = store.read_record(tmp_path / "runs" / "tiny", rid)
     assert record["error"].startswith("RunTimeout: timed out after 4 s") and record["timeout"] == 4
     assert record["machine"]["dask_worker"] in client.scheduler_info()["workers"]
+
+
+def test_a_run_whose_worker_dies_is_recorded_as_failed(tmp_path, client):
+    path = sweep_file(tmp_path, parameters={"crash_worker": True}, seeds=[0])
+    counts = run_sweep(path, runs_dir=tmp_path / "runs", client=client, progress=False)
+    assert counts == {"total": 1, "skipped": 0, "executed": 1, "finished": 0, "failed": 1}
+    (rid,) = store.recorded_run_ids(tmp_path / "runs" / "tiny")
+    assert store.read_record(tmp_path / "runs" / "tiny", rid)["error"].startswith("the Dask worker failed: KilledWorker")
 
 
 # --- the command line: 2 x 2 x 2 runs, killed after 3, resumed; then collect ---------------------------------

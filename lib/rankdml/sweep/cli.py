@@ -1,6 +1,7 @@
 """Command line of the sweeps.
 
     python -m rankdml.sweep run SWEEP.yaml [--workers N | --scheduler tcp://HOST:PORT] [--timeout S] [--runs-dir DIR]
+                                           [--dry-run]
     python -m rankdml.sweep status NAME [--runs-dir DIR]
     python -m rankdml.sweep collect NAME [--csv FILE] [--summary-csv FILE] [--runs-dir DIR]
 
@@ -11,6 +12,7 @@ its YAML file. Bad input exits with 2 and says what to change.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -24,6 +26,12 @@ def _run(args: argparse.Namespace) -> int:
 
     sweep = load_sweep(args.sweep)  # checked before any worker starts
     runs_dir = Path(args.runs_dir or store.default_runs_dir())
+    if args.dry_run:
+        runs = sweep.runs()
+        print(f"sweep {sweep.name}: {len(runs)} runs of {sweep.chapter.name}")
+        for run in runs:
+            print(f"{store.state(runs_dir / sweep.name, run.run_id):9} {run.run_id}  {json.dumps(run.parameters)}")
+        return 0
     counts = run_sweep(sweep, runs_dir=runs_dir, workers=args.workers, scheduler=args.scheduler,
                        timeout=args.timeout, progress=not args.no_progress)
     states = status(runs_dir / sweep.name)
@@ -79,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     where.add_argument("--scheduler", default=None, help="address of a running Dask scheduler, tcp://host:port")
     run.add_argument("--timeout", type=float, default=None, help="seconds per run (overrides the sweep file)")
     run.add_argument("--no-progress", action="store_true", help="no progress bar")
+    run.add_argument("--dry-run", action="store_true", help="list the runs, their ids and states; run nothing")
     for name, text in (("status", "count finished, failed and pending runs"),
                        ("collect", "print the per-grid-point summary, write the tables as CSV")):
         sub = commands.add_parser(name, help=text)
