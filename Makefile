@@ -11,6 +11,7 @@ OUT     ?= outputs
 SWEEP   ?= sweeps/ch2-seeds.yaml
 SWEEP_ARGS ?=
 CSV     ?=
+SUMMARY ?=
 
 # Progress bars off and one kernel spec: stored outputs must not depend on the terminal or the user's Jupyter set-up.
 export TQDM_DISABLE := 1
@@ -42,8 +43,8 @@ sweep: setup                      ## run a sweep's unfinished runs on Dask: make
 sweep-status: setup               ## finished / failed / pending runs of $(SWEEP)
 	$(BIN)/python -m rankdml.sweep status $(SWEEP)
 
-sweep-collect: setup              ## mean ± sd per grid point of $(SWEEP); CSV=file also writes one row per run
-	$(BIN)/python -m rankdml.sweep collect $(SWEEP) $(if $(CSV),--csv $(CSV))
+sweep-collect: setup              ## mean ± sd per grid point of $(SWEEP); CSV=file: one row per run, SUMMARY=file: the summary
+	$(BIN)/python -m rankdml.sweep collect $(SWEEP) $(if $(CSV),--csv $(CSV)) $(if $(SUMMARY),--summary-csv $(SUMMARY))
 
 html: setup                       ## render the stored notebooks (no execution) into _build/html
 	$(BIN)/jupyter-book build -W -n --keep-going -q .
