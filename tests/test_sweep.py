@@ -355,3 +355,16 @@ def test_mean_sd_formats_the_summary():
                             "recall sd": [0.0123, float("nan")]})
     assert mean_sd(summary, ["recall"]).to_dict("list") == {"lr": [0.1, 0.01], "seeds": [2, 1],
                                                             "recall": ["0.512 ± 0.012", "0.400"]}
+
+
+def test_summary_without_a_grid_is_one_row_over_the_finished_seeds():
+    from rankdml.sweep import summarise
+
+    runs = pd.DataFrame({"run_id": ["r0", "r1", "r2"], "status": ["finished", "finished", "failed"],
+                         "seed": [0, 1, 2], "score": [1.0, 2.0, float("nan")], "seconds": [1.0, 3.0, 9.0]})
+    assert summarise(runs, [], ["score"]).to_dict("list") == {
+        "seeds": [2], "score mean": [1.5], "score sd": [statistics.stdev([1.0, 2.0])],
+        "seconds mean": [2.0], "seconds sd": [statistics.stdev([1.0, 3.0])]}
+    empty = summarise(runs.assign(status="failed"), ["seed"], ["score"])
+    assert empty.empty and list(empty.columns) == ["seed", "seeds", "score mean", "score sd", "seconds mean",
+                                                   "seconds sd"]

@@ -98,8 +98,8 @@ def execute_chapter(nb: nbformat.NotebookNode, parameters: Mapping[str, Any] | N
     `parameters` are injected after the `parameters` cell. `env` replaces the kernel's environment
     (None: the kernel inherits this process's). After `timeout` seconds the kernel is killed and
     `RunTimeout` raised. `log` receives the cells' stdout/stderr as they arrive and the kernel
-    process's own output. On a failing cell
-    papermill raises `PapermillExecutionError` after writing the notebook to `output_path` (if given).
+    process's own output. On a failing cell papermill raises `PapermillExecutionError` after
+    writing the notebook to `output_path` (if given).
     """
     import papermill as pm
 
