@@ -139,6 +139,12 @@ def test_unknown_parameters_are_rejected_before_anything_runs(tmp_path, capsys):
     assert not runs_dir.exists()
 
 
+def test_a_sweep_name_cannot_be_reused_for_another_chapter(tmp_path):
+    store.write_index(tmp_path / "runs" / "tiny", {"name": "tiny", "chapter": "/elsewhere/other_chapter.md", "runs": []})
+    with pytest.raises(ValueError, match="holds runs of other_chapter.md, not tiny_chapter.md"):
+        run_sweep(sweep_file(tmp_path), runs_dir=tmp_path / "runs")
+
+
 # --- the folder layout ------------------------------------------------------------------------------------
 
 
@@ -324,12 +330,12 @@ def test_collect_and_status_commands(resumed_sweep, tmp_path, capsys):
     assert "8 runs (8 finished)" in capsys.readouterr().out
     assert len(pd.read_csv(csv)) == 8 and len(pd.read_csv(summary_csv)) == 4
     assert cli(["status", "tiny", "--runs-dir", runs_dir]) == 0
-    assert "8 runs: 8 finished, 0 failed, 0 pending" in capsys.readouterr().out
+    assert capsys.readouterr().out == "sweep tiny: 8 runs: 8 finished, 0 failed, 0 pending\n"
     assert cli(["status", "nope", "--runs-dir", runs_dir]) == 2
     assert "no sweep 'nope'" in capsys.readouterr().err
 
 
-def test_collect_marks_pending_runs_and_summarises_finished_ones_only(resumed_sweep, tmp_path):
+def test_collect_marks_pending_runs_and_summarises_finished_ones_only(resumed_sweep, tmp_path, capsys):
     folder = tmp_path / "copy"
     subprocess.run(["cp", "-r", str(resumed_sweep["folder"]), str(folder)], check=True)
     index = json.loads((folder / store.SWEEP_FILE).read_text())
@@ -340,6 +346,12 @@ def test_collect_marks_pending_runs_and_summarises_finished_ones_only(resumed_sw
     assert pd.isna(runs.set_index("run_id").loc[first, "score"])
     assert summary["seeds"].tolist() == [1, 2, 2, 2]
     assert pd.isna(summary["score sd"].iloc[0])  # one seed: no spread to estimate
+
+    store.write_index(folder, {**index, "chapter_sha256": "0" * 64})  # as if the chapter had been edited since
+    assert cli(["status", str(folder)]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("sweep copy: 8 runs: 7 finished, 0 failed, 1 pending\n")
+    assert "7 finished runs were made with another version of tiny_chapter.md" in out
 
 
 @pytest.mark.parametrize("path", sorted((ROOT / "sweeps").glob("*.yaml")), ids=lambda p: p.stem)

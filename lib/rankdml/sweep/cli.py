@@ -51,6 +51,11 @@ def _status(args: argparse.Namespace) -> int:
     print(f"sweep {folder.name}: {total} runs: " + ", ".join(f"{len(ids)} {state}" for state, ids in states.items()))
     for run_id in states["failed"]:
         print(f"  failed {run_id}: {store.read_record(folder, run_id).get('error')}")
+    index = store.read_index(folder)
+    stale = [r for r in states["finished"] if store.read_record(folder, r).get("chapter_sha256") != index["chapter_sha256"]]
+    if stale:
+        print(f"  {len(stale)} finished runs were made with another version of {Path(index['chapter']).name}; "
+              f"delete their folders to run them again")
     older = sorted(set(store.recorded_run_ids(folder)) - {r for ids in states.values() for r in ids})
     if older:
         print(f"  {len(older)} other run folders are from an earlier version of the sweep file (not counted)")

@@ -74,6 +74,10 @@ def run_sweep(sweep: Sweep | str | Path, *, runs_dir: str | Path | None = None, 
     notebook_json = nbformat.writes(jupytext.read(sweep.chapter))
     digest = _chapter_digest(sweep.chapter)
     counts = {"total": len(runs), "skipped": 0, "executed": 0, "finished": 0, "failed": 0}
+    previous = store.read_index(folder)
+    if previous is not None and Path(previous["chapter"]).name != sweep.chapter.name:
+        raise ValueError(f"{folder} holds runs of {Path(previous['chapter']).name}, not {sweep.chapter.name}: give "
+                         f"this sweep another name, or another --runs-dir")
     with store.locked(folder):
         store.write_index(folder, {"name": sweep.name, "chapter": str(sweep.chapter), "chapter_sha256": digest,
                                    "parameters": sweep.parameters, "grid": sweep.grid, "seeds": list(sweep.seeds),
