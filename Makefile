@@ -8,6 +8,10 @@ NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.
 CHAPTER ?= 01
 PARAMS  ?=
 OUT     ?= outputs
+SWEEP   ?= sweeps/ch2-seeds.yaml
+SWEEP_ARGS ?=
+CSV     ?=
+SUMMARY ?=
 
 # Progress bars off and one kernel spec: stored outputs must not depend on the terminal or the user's Jupyter set-up.
 export TQDM_DISABLE := 1
@@ -19,7 +23,7 @@ export JUPYTER_PREFER_ENV_PATH := 1
 export PYDEVD_DISABLE_FILE_VALIDATION := 1
 unexport MPLBACKEND
 
-.PHONY: setup notebooks run book html test test-unit test-notebooks test-simulated-cpu test-browser check-reproduction bench serve clean
+.PHONY: setup notebooks run sweep sweep-status sweep-collect book html test test-unit test-notebooks test-simulated-cpu test-browser check-reproduction bench serve clean
 
 setup: $(BIN)/.installed          ## create .venv and install the pinned environment + rankdml (editable)
 $(BIN)/.installed: requirements.txt pyproject.toml
@@ -35,6 +39,16 @@ notebooks: setup                  ## execute every chapter on its defaults into 
 
 run: setup                        ## rerun one chapter with parameters into $(OUT)/: make run CHAPTER=01 PARAMS="-p epochs 20"
 	$(BIN)/python tools/run_chapter.py book/$(CHAPTER)_*.md $(PARAMS) --out-dir $(OUT)
+
+# Progress bar over runs on (the kernels still run with TQDM_DISABLE=1: the executed notebooks hold no bars).
+sweep: setup                      ## run a sweep's unfinished runs on Dask: make sweep SWEEP=sweeps/ch2-seeds.yaml SWEEP_ARGS="--workers 2"
+	TQDM_DISABLE=0 $(BIN)/python -m rankdml.sweep run $(SWEEP) $(SWEEP_ARGS)
+
+sweep-status: setup               ## finished / failed / pending runs of $(SWEEP)
+	$(BIN)/python -m rankdml.sweep status $(SWEEP)
+
+sweep-collect: setup              ## mean ± sd per grid point of $(SWEEP); CSV=file: one row per run, SUMMARY=file: the summary
+	$(BIN)/python -m rankdml.sweep collect $(SWEEP) $(if $(CSV),--csv $(CSV)) $(if $(SUMMARY),--summary-csv $(SUMMARY))
 
 html: setup                       ## render the stored notebooks (no execution) into _build/html
 	$(BIN)/jupyter-book build -W -n --keep-going -q .

@@ -17,24 +17,14 @@ from pathlib import Path
 
 import jupytext
 import nbformat
-import papermill as pm
 import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "lib"))
 
 from rankdml.reproducible import environment  # noqa: E402
+from rankdml.sweep.runner import execute_chapter, stabilise  # noqa: E402
 
-
-def stabilise(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """Drop what changes between identical runs: random cell ids and papermill's timestamps."""
-    nb.metadata.pop("papermill", None)
-    nb.metadata.pop("widgets", None)  # progress-bar widget state: differs per run, and its JS is not offline
-    for i, cell in enumerate(nb.cells):
-        cell["id"] = f"cell-{i:03d}"
-        cell.metadata.pop("papermill", None)
-        cell.metadata.pop("execution", None)
-    return nb
 
 
 def run_chapter(source: Path, parameters: dict, out_dir: Path | None) -> Path:
@@ -50,8 +40,7 @@ def run_chapter(source: Path, parameters: dict, out_dir: Path | None) -> Path:
         target = run_dir / f"{source.stem}.ipynb"
     os.environ.setdefault("TQDM_DISABLE", "1")
     os.environ.update(environment())  # the reproducible numeric mode, in force before the kernel starts
-    executed = pm.execute_notebook(nb, None, parameters=parameters or None, cwd=str(source.parent),
-                                   kernel_name="python3", progress_bar=False, log_output=False)
+    executed = execute_chapter(nb, parameters, cwd=source.parent)
     nbformat.write(stabilise(executed), target)
     if out_dir is None:
         store_metrics(source)
