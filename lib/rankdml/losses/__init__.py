@@ -20,6 +20,7 @@ LOSSES = {
     "npairs": NPairsLoss,
     "angular": AngularLoss,
     "margin": MarginLoss,
+    "sodeep_ap": __import__("rankdml.sodeep.losses", fromlist=["SoDeepAPLoss"]).SoDeepAPLoss,
 }  # NormSoftmaxLoss (the classification baseline) needs num_classes and embedding_dim: built directly
 
 
