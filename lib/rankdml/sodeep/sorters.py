@@ -53,31 +53,48 @@ class ExactSorter(Sorter):
     permutation-equivariant. By default (``order_dependent=False``) the mean term is dropped:
     :math:`s = \\sqrt{\\sum_{i<j} (x_j - x_i)^2 / (n^2 - 1)}`, equal to the original's for a
     mean-zero upper triangle; ``order_dependent=True`` reproduces the original exactly. Ties give
-    each other 1/2. Any length, vectorised over the batch; memory (B, n, n).
+    each other 1/2. A constant sequence (s = 0) gets c = 0: all ranks (n + 1) / (2n).
+    A fixed `c` (a float) replaces 6.8 / s; the ranks are then a smooth function of x alone (used to
+    gradcheck the losses; with the default the gradient is that of the function at frozen c).
+    Any length, vectorised over the batch; memory (B, n, n).
     """
 
     name = "exact"
     length_free = True
 
-    def __init__(self, seq_len: int | None = None, *, scale: float = 6.8, order_dependent: bool = False):
+    def __init__(self, seq_len: int | None = None, *, scale: float = 6.8, order_dependent: bool = False,
+                 c: float | None = None):
         super().__init__(seq_len)
-        self.scale, self.order_dependent = scale, order_dependent
+        self.scale, self.order_dependent, self.c = scale, order_dependent, c
 
-    def rank(self, x: torch.Tensor) -> torch.Tensor:
+    def temperature(self, x: torch.Tensor) -> torch.Tensor:
+        """c per sequence, (B,), without gradient."""
+        if self.c is not None:
+            return torch.full(x.shape[:1], float(self.c), dtype=x.dtype, device=x.device)
         n = x.shape[1]
-        diff = x[:, None, :] - x[:, :, None]  # (B, n, n): diff[b, i, j] = x_j - x_i
-        upper = torch.triu(diff.detach(), diagonal=1).reshape(x.shape[0], -1)  # zeros below, as the original
-        if self.order_dependent:
+        upper = torch.triu(x.detach()[:, None, :] - x.detach()[:, :, None], diagonal=1).reshape(x.shape[0], -1)
+        if self.order_dependent:  # zeros below the diagonal included, as the original
             spread = upper.std(dim=1)
         else:
             spread = (upper.square().sum(dim=1) / (n * n - 1)).sqrt()
-        c = (self.scale / spread.clamp_min(torch.finfo(x.dtype).tiny))[:, None, None]  # (B, 1, 1)
+        return torch.where(spread > 0, self.scale / spread.clamp_min(torch.finfo(x.dtype).tiny),
+                           torch.zeros_like(spread))
+
+    def rank(self, x: torch.Tensor) -> torch.Tensor:
+        return self.rank_with(x, self.temperature(x))
+
+    @staticmethod
+    def rank_with(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+        """The relaxed ranks of `x (B, n)` at the temperatures `c (B,)`."""
+        n = x.shape[1]
+        diff = x[:, None, :] - x[:, :, None]  # (B, n, n): diff[b, i, j] = x_j - x_i
+        c = c[:, None, None]  # (B, 1, 1)
         off_diagonal = ~torch.eye(n, dtype=torch.bool, device=x.device)
         count = (torch.sigmoid(c * diff) * off_diagonal).sum(dim=2)  # (B, n)
         return (1 + count) / n
 
     def extra_repr(self) -> str:
-        return f"scale={self.scale}, order_dependent={self.order_dependent}"
+        return f"scale={self.scale}, order_dependent={self.order_dependent}, c={self.c}"
 
 
 class _PositionReadout(nn.Module):
@@ -182,8 +199,8 @@ class CNNSorter(Sorter):
         return torch.sigmoid(self.net(x[:, None, :]).squeeze(1))
 
 
-def _lstm_large(seq_len, **kw):
-    sorter = LSTMSorter(seq_len, hidden=512, **kw)
+def _lstm_large(seq_len, *, hidden: int = 512, **kw):
+    sorter = LSTMSorter(seq_len, hidden=hidden, **kw)
     sorter.name = "lstm_large"
     return sorter
 
