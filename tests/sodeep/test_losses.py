@@ -152,3 +152,14 @@ def test_cuda():
     x, y = _batch()
     assert SoDeepAPLoss()(x.cuda(), y.cuda()).is_cuda
     assert RankHardLoss()(torch.randn(5, 5, device="cuda")).is_cuda
+
+
+@pytest.mark.parametrize("make", [lambda: RankLoss("exact"), lambda: RankHardLoss("exact", margin=0.1)])
+def test_cross_modal_three_elements_points_the_right_way(make):
+    # every positive (diagonal) is beaten by one negative: raising S_ii and lowering that negative helps
+    S = torch.tensor([[0.0, 0.5, -1.0], [-1.0, 0.0, 0.5], [0.5, -1.0, 0.0]], dtype=torch.float64, requires_grad=True)
+    make()(S).backward()
+    g = S.grad
+    assert torch.isfinite(g).all()
+    assert (torch.diagonal(g) < 0).all()
+    assert g[0, 1] > 0 and g[1, 2] > 0 and g[2, 0] > 0

@@ -16,6 +16,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from rankdml._checks import check_embeddings_labels
+from rankdml.losses.functional import zero_loss  # rankdml.losses registers SoDeepAPLoss; its helpers load first
 from rankdml.masks import positive_mask
 from rankdml.sodeep.ranks import exact_rank
 from rankdml.sodeep.sorters import SORTERS, make_sorter
@@ -88,6 +89,11 @@ def _check_matrix(x, where, square=False):
         raise ValueError(f"{where}: the input contains NaN or inf")
 
 
+def _column_to_vector(x):
+    """(n, 1) regression outputs -> (n,); anything else unchanged (checked by the caller)."""
+    return x.reshape(-1) if isinstance(x, torch.Tensor) and x.dim() == 2 and x.shape[1] == 1 else x
+
+
 class SpearmanLoss(_SorterLoss):
     """Spearman surrogate: :math:`L = \\frac1n \\sum_i (\\hat r_i(p) - r_i(g))^2 + \\lambda \\frac1n \\sum_i |p_i - g_i|`.
 
@@ -103,8 +109,7 @@ class SpearmanLoss(_SorterLoss):
         self.lbd = lbd
 
     def forward(self, pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-        pred, target = pred.reshape(-1) if pred.dim() == 2 and pred.shape[1] == 1 else pred, \
-            target.reshape(-1) if target.dim() == 2 and target.shape[1] == 1 else target
+        pred, target = _column_to_vector(pred), _column_to_vector(target)
         if pred.dim() != 1 or pred.shape != target.shape:
             raise ValueError(f"SpearmanLoss: expected pred and target of shape (n,), got {tuple(pred.shape)} "
                              f"and {tuple(target.shape)}")
@@ -201,7 +206,8 @@ class SoDeepAPLoss(_SorterLoss):  # registered in rankdml.losses.LOSSES as "sode
 
     where :math:`\\mathrm{rk}^+_i(p) = 1 + \\#\\{q \\in P_i : s_{iq} > s_{ip}\\}` is p's exact position
     among the positives (piecewise constant, no gradient) and Q the queries with a positive. With
-    exact ranks this is 1 - AP exactly; the gradient flows through the sorter's rank among all items.
+    exact ranks this is 1 - AP exactly; the gradient flows through the sorter's rank among all items
+    (clamped below at the first position, :math:`(B - 1)\\hat r \\ge 1`).
     A learned sorter needs B - 1 = its `seq_len`; the default "exact" sorter takes any batch.
     Keyword-only arguments, like every loss of `rankdml.losses`.
     """
@@ -217,15 +223,15 @@ class SoDeepAPLoss(_SorterLoss):  # registered in rankdml.losses.LOSSES as "sode
         B = labels.shape[0]
         pos = positive_mask(labels)  # (B, B)
         if not pos.any():
-            from rankdml.losses.functional import zero_loss  # lazy: rankdml.losses registers this class
-
             return zero_loss(embeddings, "SoDeepAPLoss", "no positive pair in the batch (all labels distinct)")
         x = F.normalize(embeddings, dim=1)
         sim = x @ x.T  # (B, B)
         off = ~torch.eye(B, dtype=torch.bool, device=labels.device)
         rows = sim[off].view(B, B - 1)  # query i's similarities to the others
         rows_pos = pos[off].view(B, B - 1)
-        ranks = self._rank(rows) * (B - 1)  # (B, B-1): positions 1..B-1 (relaxed)
+        # (B, B-1): relaxed positions; a learned sorter's output may dip below the first position,
+        # where 1 / position would blow up, so it is clamped there (the exact sorter is always >= 1)
+        ranks = (self._rank(rows) * (B - 1)).clamp_min(1.0)
         # exact position of each positive among its query's positives: 1 + #positives scored higher
         above = (rows.detach()[:, None, :] > rows.detach()[:, :, None]) & rows_pos[:, None, :]  # (B, B-1, B-1)
         rank_pos = 1 + above.sum(dim=2).to(rows.dtype)

@@ -74,8 +74,9 @@ def train_sorter(name: str, seq_len: int, *, epochs: int = 400, steps_per_epoch:
     if min(epochs, steps_per_epoch, batch_size, val_batches, decay_every) < 1:
         raise ValueError("epochs, steps_per_epoch, batch_size, val_batches and decay_every must all be >= 1")
     device = resolve_device(device)
-    torch.manual_seed(seed)  # the weights' initialisation
-    sorter = make_sorter(name, seq_len, **sorter_kwargs).to(device)
+    with torch.random.fork_rng(devices=[]):  # seed the initialisation without touching the caller's RNG
+        torch.manual_seed(seed)
+        sorter = make_sorter(name, seq_len, **sorter_kwargs).to(device)
     optimizer = torch.optim.Adam(sorter.parameters(), lr=lr)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=decay_every, gamma=gamma)
     train_gen = make_generator(seed, device)
