@@ -103,3 +103,28 @@ def test_updating_wrapper_every_steps_and_errors():
     assert wrapper.stored == 0 and wrapper.updates == 1
     with pytest.raises(ValueError, match="exact"):
         UpdatingWrapper(make_sorter("exact"))
+
+
+def test_save_sorter_and_wrapper_inside_the_retrieval_loss(tmp_path):
+    torch.manual_seed(1)
+    sorter = make_sorter("lstm", 11, hidden=4)
+    path = save_sorter(tmp_path / "lstm.pt", sorter, "lstm", {"hidden": 4})
+    x = torch.randn(2, 11)
+    assert torch.equal(load_sorter(path)(x), sorter.eval()(x))
+    wrapper = UpdatingWrapper(load_sorter(path))
+    emb, labels = torch.randn(12, 5), torch.arange(12) % 3  # rows of B - 1 = 11 similarities
+    value = SoDeepAPLoss(sorter=wrapper)(emb.requires_grad_(True), labels)
+    value.backward()
+    assert torch.isfinite(value) and emb.grad.abs().sum() > 0 and wrapper.stored == 12
+
+
+def test_a_shipped_checkpoint_is_found_by_name(trained, tmp_path, monkeypatch):
+    import shutil
+
+    import rankdml.sodeep.losses as sodeep_losses
+
+    _, _, path = trained
+    monkeypatch.setattr(sodeep_losses, "_WEIGHTS", tmp_path)
+    shutil.copy(path, tmp_path / "gruc_n20.pt")
+    loss = RankLoss("gruc", seq_len=20)
+    assert loss.sorter.seq_len == 20 and not loss.sorter.training

@@ -8,7 +8,6 @@ Ranks follow the descending convention (largest score -> 1/n; smaller rank = bet
 """
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import torch
@@ -20,6 +19,7 @@ from rankdml.losses.functional import zero_loss  # rankdml.losses registers SoDe
 from rankdml.masks import positive_mask
 from rankdml.sodeep.ranks import exact_rank
 from rankdml.sodeep.sorters import SORTERS, make_sorter
+from rankdml.sodeep.training import load_sorter
 
 __all__ = ["resolve_sorter", "SpearmanLoss", "MapRankingLoss", "RankLoss", "RankHardLoss", "SoDeepAPLoss",
            "shipped_checkpoint"]
@@ -43,7 +43,6 @@ def resolve_sorter(sorter, seq_len: int | None = None) -> nn.Module:
         if not Path(sorter).is_file():
             raise ValueError(f"sorter {str(sorter)!r} is neither a sorter name ({', '.join(SORTERS)}) "
                              f"nor an existing checkpoint file")
-        from rankdml.sodeep.training import load_sorter
         return load_sorter(sorter)
     if sorter == "exact":
         return make_sorter("exact")
@@ -52,7 +51,6 @@ def resolve_sorter(sorter, seq_len: int | None = None) -> nn.Module:
         raise ValueError(f"no trained {sorter!r} sorter for length {seq_len} is shipped ({path.name}); train one with "
                          f"`python -m rankdml.sodeep.train --sorter {sorter} --seq-len {seq_len} --out FILE` and pass "
                          f"load_sorter(FILE), or use sorter='exact'")
-    from rankdml.sodeep.training import load_sorter
     return load_sorter(path)
 
 
