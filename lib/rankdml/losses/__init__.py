@@ -14,6 +14,7 @@ from rankdml.losses.pair import ContrastiveLoss
 from rankdml.losses.repmet import RepMetLoss
 from rankdml.losses.structured import AngularLoss, LiftedStructureLoss, NPairsLoss
 from rankdml.losses.triplet import TripletLoss
+from rankdml.sodeep.losses import SoDeepAPLoss  # noqa: E402  (needs rankdml.losses.functional only)
 
 LOSSES = {
     "contrastive": ContrastiveLoss,
@@ -23,6 +24,7 @@ LOSSES = {
     "angular": AngularLoss,
     "margin": MarginLoss,
     "magnet": MagnetLoss,
+    "sodeep_ap": SoDeepAPLoss,
 }  # NormSoftmaxLoss (the classification baseline) and RepMetLoss need num_classes and embedding_dim: built directly
 
 
@@ -40,4 +42,4 @@ def make_loss(name: str, **kwargs):
 
 
 __all__ = ["LOSSES", "make_loss", "param_groups", "ContrastiveLoss", "TripletLoss", "LiftedStructureLoss",
-           "NPairsLoss", "AngularLoss", "MarginLoss", "NormSoftmaxLoss", "MagnetLoss", "RepMetLoss"]
+           "NPairsLoss", "AngularLoss", "MarginLoss", "NormSoftmaxLoss", "MagnetLoss", "RepMetLoss", "SoDeepAPLoss"]
