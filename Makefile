@@ -66,7 +66,7 @@ test-notebooks: setup             ## nbval: re-execute every stored notebook and
 	$(BIN)/python -m pytest $(NBVAL) $(NOTEBOOKS) -q
 
 test-install: setup               ## build the wheel, install it into a fresh venv outside the clone, use it from elsewhere
-	.ci/clean_install $(PYTHON)
+	.ci/clean_install $(BIN)/python
 
 test-browser: _chromium html      ## open the built HTML in headless Chromium (CHROMIUM=/path to use another build)
 	$(BIN)/python -m pytest tests/test_browser.py -q -m browser

@@ -5,6 +5,7 @@ Usage: <fresh venv>/bin/python clean_install_check.py <path of the clone, which 
 """
 from __future__ import annotations
 
+import importlib
 import sys
 from importlib import metadata, resources
 from pathlib import Path
@@ -40,10 +41,11 @@ emoji = {split: rankdml.load_dataset("emoji", split) for split in ("train", "val
 fashion = {split: rankdml.load_dataset("fashion", split) for split in ("train", "test")}
 check(len(emoji["test"]) > 2000 and len(fashion["test"]) == 3000,
       f"embedded sets load: emoji test {len(emoji['test'])}, fashion test {len(fashion['test'])}")
-check("cub200" in rankdml.data.download.load_manifest()["datasets"], "the benchmarks' manifest ships")
+check("cub200" in importlib.import_module("rankdml.data.download").load_manifest()["datasets"],
+      "the benchmarks' manifest ships")
 
 # Retrieval metrics (faiss k-means for NMI included) on raw pixels of the fashion test split.
-pixels = fashion["test"].images.reshape(len(fashion["test"]), -1).astype(np.float32) / 255
+pixels = np.asarray(fashion["test"].images, dtype=np.float32).reshape(len(fashion["test"]), -1) / 255
 scores = retrieval_metrics(pixels, fashion["test"].labels, ks=(1, 2))
 check(all(0 <= v <= 1 for v in scores.values()) and "nmi" in scores,
       "retrieval_metrics: " + ", ".join(f"{k} {v:.3f}" for k, v in scores.items()))
