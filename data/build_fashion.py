@@ -1,4 +1,4 @@
-"""One-time build of lib/rankdml/data/files/fashion28.npz: a fixed subset of Fashion-MNIST (same classes in train and test).
+"""One-time build of lib/rankdml/data/files/fashion28.npz: a fixed Fashion-MNIST subset (same classes in every split).
 
 Run by the book's authors, never at run time:
 

@@ -100,7 +100,8 @@ def test_install_cell_pins_the_executed_commit(source):
     executed = nbformat.read(source.with_suffix(".ipynb"), as_version=4)
     commit = executed_commit_of(executed)
     assert commit is not None and re.fullmatch(r"[0-9a-f]{40}", commit), \
-        f"{source.stem}.ipynb records no executed commit (metadata rankdml.commit): re-execute it with tools/run_chapter.py"
+        f"{source.stem}.ipynb records no executed commit (metadata rankdml.commit): " \
+        f"re-execute it with tools/run_chapter.py"
     assert not executed.metadata["rankdml"].get("library_modified"), \
         f"{source.stem}.ipynb was executed with uncommitted library changes: commit them and re-execute it"
     stored_first = next(c for c in executed.cells if c.cell_type == "code")

@@ -80,7 +80,8 @@ def test_wheel_ships_data_manifest_types_and_licences(wheel):
     # The shipped data are the very bytes the loaders' checksums expect.
     from rankdml.data import embedded
 
-    for filename, sha in ((embedded.EMOJI_FILE, embedded.EMOJI_SHA256), (embedded.FASHION_FILE, embedded.FASHION_SHA256)):
+    for filename, sha in ((embedded.EMOJI_FILE, embedded.EMOJI_SHA256),
+                          (embedded.FASHION_FILE, embedded.FASHION_SHA256)):
         assert hashlib.sha256(wheel.read(f"rankdml/data/files/{filename}")).hexdigest() == sha
     # Nothing of the repository's scaffolding leaks into site-packages.
     assert not [n for n in names if n.split("/")[0] in {"tests", "book", "tools", "bench", "data", "lib"}]
@@ -249,8 +250,8 @@ def test_test_browser_needs_the_html_and_says_how_to_get_chromium():
 
 def test_make_setup_refuses_old_python(tmp_path):
     fake = tmp_path / "python3.10"
-    fake.write_text('#!/bin/sh\nif [ "$1" = -c ]; then exec "%s" -c "import sys; sys.version_info = (3, 10, 12); $2"; fi\n'
-                    % sys.executable)
+    pretend = "import sys; sys.version_info = (3, 10, 12); $2"  # then the Makefile's check code
+    fake.write_text(f'#!/bin/sh\nif [ "$1" = -c ]; then exec "{sys.executable}" -c "{pretend}"; fi\n')
     fake.chmod(0o755)
     result = make("setup", f"VENV={tmp_path / 'venv'}", f"PYTHON={fake}")
     assert result.returncode != 0 and "needs Python >= 3.11" in result.stderr and "3.10" in result.stderr

@@ -80,7 +80,8 @@ def run_chapter(source: Path, parameters: dict, out_dir: Path | None, allow_dirt
     commit, modified = executed_commit()
     if modified:
         why = ("this is not a git checkout" if commit is None else
-               f"{' or '.join(LIBRARY_PATHS)} differ from the commit {commit[:12]} (`git status -- lib pyproject.toml`)")
+               f"{' or '.join(LIBRARY_PATHS)} differ from the commit {commit[:12]} "
+               f"(`git status -- {' '.join(LIBRARY_PATHS)}`)")
         if out_dir is None and not allow_dirty:
             raise SystemExit(f"{why}: commit the library first, so that the stored notebook's Colab cell installs "
                              f"the code that produced its outputs (or pass --allow-dirty)")
