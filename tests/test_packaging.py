@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tomllib
+import types
 import zipfile
 from email.parser import Parser
 from pathlib import Path
@@ -208,6 +209,19 @@ def test_two_faiss_builds_say_keep_one(faiss_world):
 def test_broken_faiss_build_says_reinstall_or_cpu(faiss_world):
     faiss_world({"faiss-gpu": "1.15.1"}, importable=False)
     with pytest.raises(_faiss.FaissInstallError, match=r"pip install --force-reinstall faiss-gpu.*faiss-cpu"):
+        _faiss.import_faiss()
+
+
+def test_broken_cpu_build_says_reinstall(faiss_world):
+    faiss_world({"faiss-cpu": "1.15.1"}, importable=False)
+    with pytest.raises(_faiss.FaissInstallError, match=r"pip install --force-reinstall faiss-cpu==1\.15\.1`$"):
+        _faiss.import_faiss()
+
+
+def test_foreign_faiss_module_is_refused(faiss_world, monkeypatch):
+    faiss_world({"faiss-cpu": "1.15.1"}, importable=True)
+    monkeypatch.setitem(sys.modules, "faiss", types.ModuleType("faiss"))
+    with pytest.raises(_faiss.FaissInstallError, match="is not the faiss library"):
         _faiss.import_faiss()
 
 

@@ -61,10 +61,11 @@ def import_faiss() -> ModuleType:
             raise FaissInstallError(
                 f"faiss is not installed; rankdml needs it for k-means (NMI) and backend='faiss'. Install one "
                 f"build: {INSTALL_HINT}. Or skip NMI: retrieval_metrics(..., nmi=False).") from err
-        raise FaissInstallError(
-            f"{found[0]} is installed but `import faiss` fails ({err}). Reinstall it "
-            f"(`pip install --force-reinstall {found[0]}`); without a CUDA 12 driver use the CPU build: "
-            f"`pip uninstall -y {found[0].split('==')[0]}`, then `{CPU_INSTALL}`") from err
+        name = found[0].split("==")[0]
+        cpu_instead = (f"; without a CUDA 12 driver use the CPU build: `pip uninstall -y {name}`, then `{CPU_INSTALL}`"
+                       if name != "faiss-cpu" else "")
+        raise FaissInstallError(f"{found[0]} is installed but `import faiss` fails ({err}). Reinstall it: "
+                                f"`pip install --force-reinstall {found[0]}`{cpu_instead}") from err
     if not (hasattr(faiss, "IndexFlatL2") and hasattr(faiss, "Kmeans")):
         raise FaissInstallError(
             f"the module `faiss` at {getattr(faiss, '__file__', '?')} is not the faiss library (no IndexFlatL2 / "
