@@ -307,3 +307,13 @@ def test_runner_refuses_a_cell_without_placeholder():
     nb = jupytext.reads("```{code-cell} ipython3\nprint(1)\n```\n", fmt="md:myst")
     with pytest.raises(SystemExit, match="COMMIT"):
         runner.pin_install_cell(nb, "0" * 40, False)
+
+
+def test_runner_refuses_to_store_a_notebook_of_an_uncommitted_library(tmp_path, monkeypatch):
+    runner = load_runner()
+    monkeypatch.setattr(runner, "executed_commit", lambda: ("0" * 40, True))
+    chapter = tmp_path / "99_tiny.md"
+    chapter.write_text((ROOT / "book" / "01_retrieval.md").read_text())
+    with pytest.raises(SystemExit, match="commit the library first"):
+        runner.run_chapter(chapter, {}, None)
+    assert not chapter.with_suffix(".ipynb").exists()
