@@ -1,4 +1,4 @@
-"""One-time build of data/emoji32.npz: the same emoji drawn by several independent design teams.
+"""One-time build of lib/rankdml/data/files/emoji32.npz: the same emoji drawn by several independent design teams.
 
 Run by the book's authors, never at run time:
 
@@ -38,7 +38,8 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 CACHE = HERE / "_build_cache"
-OUTPUT = HERE / "emoji32.npz"
+#: Written into the package, which ships it (rankdml.data.embedded reads it with importlib.resources).
+OUTPUT = HERE.parent / "lib" / "rankdml" / "data" / "files" / "emoji32.npz"
 SIZE = 32
 MIN_TEAMS = 3
 

@@ -1,4 +1,4 @@
-"""One-time build of data/fashion28.npz: a fixed subset of Fashion-MNIST (same classes in train and test).
+"""One-time build of lib/rankdml/data/files/fashion28.npz: a fixed Fashion-MNIST subset (same classes in every split).
 
 Run by the book's authors, never at run time:
 
@@ -29,7 +29,8 @@ import numpy as np
 from build_emoji import write_npz  # same byte-stable npz writer for both data files
 
 HERE = Path(__file__).resolve().parent
-OUTPUT = HERE / "fashion28.npz"
+#: Written into the package, which ships it (rankdml.data.embedded reads it with importlib.resources).
+OUTPUT = HERE.parent / "lib" / "rankdml" / "data" / "files" / "fashion28.npz"
 SOURCE = Path("/usr/share/datasets/fashion-mnist")
 TRAIN_PER_CLASS, TEST_PER_CLASS = 600, 300
 CLASS_NAMES = ["T-shirt/top", "Trouser", "Pullover", "Dress", "Coat",

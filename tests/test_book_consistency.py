@@ -1,13 +1,16 @@
 """The chapters' sources, stored notebooks and configuration agree with one another.
 
 - every `book/NN_name.md` has an executed `book/NN_name.ipynb` whose code is the source's code
-  (otherwise its outputs are stale);
+  (otherwise its outputs are stale), but for one allowed difference: the Colab install cell's
+  `COMMIT = "main"` placeholder holds, in the stored notebook, the commit it was executed at
+  (written by tools/run_chapter.py, also kept in the notebook's metadata);
 - every stored notebook holds outputs (nbval alone would pass a notebook that was never run);
 - the Colab badge and the Colab install cell of every chapter point to the repository of `_config.yml`;
 - every chapter has a papermill `parameters` cell with the common parameters and saves its results.
 """
 from __future__ import annotations
 
+import importlib.util
 import re
 from pathlib import Path
 
@@ -21,6 +24,9 @@ CHAPTERS = sorted((ROOT / "book").glob("[0-9][0-9]_*.md"))
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text())
 REPO_URL = CONFIG["repository"]["url"].rstrip("/")
 BRANCH = CONFIG["repository"].get("branch", "main")
+_spec = importlib.util.spec_from_file_location("run_chapter", ROOT / "tools" / "run_chapter.py")
+run_chapter = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(run_chapter)
 COMMON_PARAMETERS = {"dataset", "epochs", "num_classes_per_batch", "samples_per_class", "embedding_dim", "seed",
                      "device", "output_dir"}
 
@@ -28,6 +34,10 @@ COMMON_PARAMETERS = {"dataset", "epochs", "num_classes_per_batch", "samples_per_
 def code_cells(nb) -> list[str]:
     return [c.source.strip() for c in nb.cells
             if c.cell_type == "code" and "injected-parameters" not in c.metadata.get("tags", [])]
+
+
+def executed_commit_of(nb) -> str | None:
+    return nb.metadata.get("rankdml", {}).get("commit")
 
 
 def test_there_are_chapters():
@@ -38,7 +48,13 @@ def test_there_are_chapters():
 def test_stored_notebook_matches_source(source):
     stored = source.with_suffix(".ipynb")
     assert stored.exists(), f"{stored.name} is missing: run `make notebooks` (or tools/run_chapter.py {source.name})"
-    ours, theirs = code_cells(jupytext.read(source)), code_cells(nbformat.read(stored, as_version=4))
+    executed = nbformat.read(stored, as_version=4)
+    commit = executed_commit_of(executed)
+    # The one allowed difference: the install cell names the executed commit instead of the placeholder.
+    expected = jupytext.read(source)
+    if commit is not None:
+        run_chapter.pin_install_cell(expected, commit, library_modified=False)
+    ours, theirs = code_cells(expected), code_cells(executed)
     assert ours == theirs, f"{stored.name} is stale: its code differs from {source.name}; re-execute the chapter"
     md_source = [c.source.strip() for c in jupytext.read(source).cells if c.cell_type == "markdown"]
     md_stored = [c.source.strip() for c in nbformat.read(stored, as_version=4).cells if c.cell_type == "markdown"]
@@ -72,6 +88,25 @@ def test_colab_badge_and_install_cell_point_to_the_repository(source):
     urls = re.findall(r"https://github\.com/[^\s\"']+", first_code.source)
     assert urls and all(u.rstrip("/").removesuffix(".git") == REPO_URL for u in urls), \
         f"{source.name}: the install cell must clone {REPO_URL}, found {urls}"
+
+
+@pytest.mark.parametrize("source", CHAPTERS, ids=lambda p: p.stem)
+def test_install_cell_pins_the_executed_commit(source):
+    first = next(c for c in jupytext.read(source).cells if c.cell_type == "code").source
+    lines = run_chapter.COMMIT_LINE.findall(first)
+    assert [m[1] for m in lines] == [run_chapter.PLACEHOLDER], \
+        f'{source.name}: the install cell needs exactly one line COMMIT = "{run_chapter.PLACEHOLDER}" (the placeholder)'
+    assert "@{COMMIT}" in first and "%pip install" in first, f"{source.name}: the install cell must install @{{COMMIT}}"
+    executed = nbformat.read(source.with_suffix(".ipynb"), as_version=4)
+    commit = executed_commit_of(executed)
+    assert commit is not None and re.fullmatch(r"[0-9a-f]{40}", commit), \
+        f"{source.stem}.ipynb records no executed commit (metadata rankdml.commit): " \
+        f"re-execute it with tools/run_chapter.py"
+    assert not executed.metadata["rankdml"].get("library_modified"), \
+        f"{source.stem}.ipynb was executed with uncommitted library changes: commit them and re-execute it"
+    stored_first = next(c for c in executed.cells if c.cell_type == "code")
+    assert f'COMMIT = "{commit}"' in stored_first.source and not stored_first.outputs, \
+        f"{source.stem}.ipynb: its install cell must pin {commit} and print nothing"
 
 
 @pytest.mark.parametrize("source", CHAPTERS, ids=lambda p: p.stem)

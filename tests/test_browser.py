@@ -1,13 +1,14 @@
 """Open the built book in headless Chromium: every chapter page has its figures, typeset maths,
 a Colab link to its own notebook, and no failed request.
 
-Needs `make html` first and Debian's chromium at /usr/bin/chromium (driven by Playwright; never
-`playwright install`). `.ci/run` installs it.
+Needs `make html` first and Debian's chromium at /usr/bin/chromium, or another build named by
+$CHROMIUM (driven by Playwright; never `playwright install`). `.ci/run` installs Debian's.
 """
 from __future__ import annotations
 
 import functools
 import http.server
+import os
 import shutil
 import threading
 from pathlib import Path
@@ -18,7 +19,7 @@ import yaml
 pytestmark = pytest.mark.browser
 ROOT = Path(__file__).resolve().parents[1]
 HTML = ROOT / "_build" / "html"
-CHROMIUM = "/usr/bin/chromium"
+CHROMIUM = os.environ.get("CHROMIUM") or "/usr/bin/chromium"  # `make test-browser CHROMIUM=/path` sets it
 CHAPTERS = sorted(p.stem for p in (ROOT / "book").glob("[0-9][0-9]_*.md"))
 REPO_URL = yaml.safe_load((ROOT / "_config.yml").read_text())["repository"]["url"].rstrip("/")
 FLAGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
@@ -43,7 +44,7 @@ def server():
 @pytest.fixture(scope="module")
 def browser():
     if not shutil.which(CHROMIUM):
-        pytest.fail(f"{CHROMIUM} not found: `apt-get install -y chromium` (Debian's package)")
+        pytest.fail(f"{CHROMIUM} not found: `apt-get install -y chromium` (Debian's package), or CHROMIUM=/path/to/chromium")
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as p:

@@ -4,6 +4,9 @@ The library behind the book: data sets and samplers (`rankdml.data`), embedding 
 (`rankdml.models`), losses and miners (`rankdml.losses`, `rankdml.mining`), retrieval metrics
 (`rankdml.metrics`) and one training loop (`rankdml.train.fit`).
 """
+# The one place the version is written: pyproject.toml reads it (setuptools `dynamic`, statically).
+__version__ = "0.1.0"
+
 from rankdml import reproducible
 
 if reproducible.requested():
@@ -17,6 +20,5 @@ from rankdml.losses import make_loss
 from rankdml.models import make_model
 from rankdml.train import fit
 
-__version__ = "0.1.0"
 __all__ = ["data", "losses", "metrics", "mining", "models", "train", "load_dataset", "make_loss", "make_model", "fit",
            "seed_everything", "resolve_device", "reproducible", "__version__"]

@@ -50,6 +50,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
 from rankdml import reproducible
+from rankdml._faiss import import_faiss
 from rankdml.runtime import progress, resolve_device
 
 __all__ = [
@@ -121,7 +122,8 @@ def _check_ks(ks: Iterable[int], max_k: int, what: str) -> tuple[int, ...]:
 
 def _faiss():
     """Import faiss and keep its OpenMP thread count at the number of cores we may use."""
-    import faiss  # imported lazily: importing it costs ~0.3 s and only the metrics need it
+    # Imported lazily (it costs ~0.3 s and only the metrics need it); the error names the install fix.
+    faiss = import_faiss()
 
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
     if reproducible.requested():

@@ -1,6 +1,7 @@
 """Tests of the embedded emoji and Fashion-MNIST data sets (files, checksums, splits)."""
 from __future__ import annotations
 
+import importlib.resources
 import shutil
 from pathlib import Path
 
@@ -11,14 +12,9 @@ import torch
 from rankdml.data import embedded
 from rankdml.data.embedded import EMOJI_FILE, FASHION_FILE, load_emoji, load_fashion
 
-DATA = Path(embedded.__file__).resolve().parents[3] / "data"
+# The package's own copy (package data), where the loaders read by default.
+DATA = Path(str(importlib.resources.files("rankdml.data.files")))
 SPLITS = ("train", "val", "trainval", "test")
-
-
-@pytest.fixture(autouse=True)
-def _no_env_override(monkeypatch):
-    # The tests use the repository's files unless they pass `root`.
-    monkeypatch.delenv(embedded.ENV_VAR, raising=False)
 
 
 @pytest.fixture(scope="module")
@@ -133,10 +129,22 @@ def test_missing_file(tmp_path, loader):
         loader("train", root=tmp_path / "no_such_folder")
 
 
-def test_environment_variable(tmp_path, monkeypatch):
-    monkeypatch.setenv(embedded.ENV_VAR, str(tmp_path))
-    with pytest.raises(FileNotFoundError, match="RANKDML_DATA"):
-        load_fashion("test")
+def test_files_are_package_data():
+    assert DATA == Path(embedded.__file__).resolve().parent / "files"
+    for name in (EMOJI_FILE, FASHION_FILE, "benchmarks.json", "EMOJI_LICENSE.md", "FASHION_LICENSE.md"):
+        assert (DATA / name).is_file(), name
+
+
+def test_benchmark_folder_variable_is_ignored(tmp_path, monkeypatch):
+    # $RANKDML_DATA names the folder of the large benchmarks; the embedded sets always come from the package.
+    monkeypatch.setenv("RANKDML_DATA", str(tmp_path))
+    assert len(load_fashion("test")) == 3000
+
+
+def test_missing_package_file_says_reinstall(tmp_path, monkeypatch):
+    monkeypatch.setattr(embedded, "PACKAGE_FILES", tmp_path)
+    with pytest.raises(FileNotFoundError, match="reinstall rankdml"):
+        load_emoji("test")
 
 
 @pytest.mark.parametrize("loader", [load_emoji, load_fashion])

@@ -18,7 +18,7 @@ Labels are contiguous 0..C-1 within each split; `class_names` keeps the original
 `root` is the folder that *contains* the data set folder (``<root>/CUB_200_2011``); the data set
 folder itself is accepted too. Without `root`: ``$RANKDML_DATA/<name>``, else
 ``~/.cache/rankdml/<name>``. `rankdml.data.download(name, root)` fetches and unpacks the files
-(addresses, checksums and terms in ``data/benchmarks.json``).
+(addresses, checksums and terms in ``rankdml/data/files/benchmarks.json``).
 """
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ class BenchmarkSpec:
     title: str  # human name, e.g. "CUB-200-2011"
     folders: tuple[str, ...]  # candidate data set folders under root, canonical first ("" = root itself)
     required: tuple[str, ...]  # files/folders that must exist in the data set folder
-    layout: tuple[str, ...]  # the expected layout after extraction, for messages and data/benchmarks.json
+    layout: tuple[str, ...]  # the expected layout after extraction, for messages and rankdml/data/files/benchmarks.json
 
 
 SPECS: dict[str, BenchmarkSpec] = {
@@ -117,7 +117,7 @@ def find_folder(name: str, root: str | Path | None = None) -> Path:
         f"The {spec.title} data set was not found: looked for it in {looked}, but these are missing: "
         f"{missing}. The expected layout is:\n  {layout}\n"
         f"Run rankdml.data.download({name!r}, {str(base)!r}) or put the files there yourself "
-        f"(download addresses, checksums and terms are in data/benchmarks.json). Without a `root` "
+        f"(download addresses, checksums and terms are in rankdml/data/files/benchmarks.json). Without a `root` "
         f"argument the data is looked for in ${ENV_VAR}/{name}, else ~/.cache/rankdml/{name}.")
 
 

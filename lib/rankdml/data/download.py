@@ -1,4 +1,4 @@
-"""Fetch, check and unpack the real benchmarks described in ``data/benchmarks.json``.
+"""Fetch, check and unpack the real benchmarks described in the manifest ``rankdml/data/files/benchmarks.json``.
 
 ``download(name, root)`` returns the data set folder that the matching loader reads. It never
 needs the network when the data set is already unpacked, or when the archives were put in
@@ -9,6 +9,7 @@ with instructions for a manual download instead of hanging.
 from __future__ import annotations
 
 import hashlib
+import importlib.resources
 import json
 import shutil
 import tarfile
@@ -22,8 +23,8 @@ from pathlib import Path
 
 from rankdml.data.benchmarks import SPECS, find_folder, resolve_root
 
-#: The manifest lives in the repository's data/ folder (lib/rankdml/data/download.py -> repo root).
-MANIFEST_PATH = Path(__file__).resolve().parents[3] / "data" / "benchmarks.json"
+#: The manifest is package data (it ships with every install), next to the embedded data sets.
+MANIFEST_PATH = importlib.resources.files("rankdml.data.files") / "benchmarks.json"
 
 _CHUNK = 1 << 20  # 1 MiB per read: big enough for speed, small enough for a smooth progress bar
 
@@ -56,8 +57,8 @@ def load_manifest(path: str | Path | None = None) -> dict:
     """The parsed manifest: ``{"datasets": {name: {"files": [...], "layout": [...], ...}}}``."""
     path = Path(path) if path is not None else MANIFEST_PATH
     if not path.is_file():
-        raise FileNotFoundError(f"The benchmark manifest {path} does not exist. It ships in the data/ folder of "
-                                f"the rankdml repository; run from a checkout (pip install -e .) to use download().")
+        raise FileNotFoundError(f"The benchmark manifest {path} does not exist. It ships inside the rankdml package: "
+                                f"reinstall it (`pip install --force-reinstall rankdml`), or pass the path of a copy.")
     return json.loads(path.read_text(encoding="utf-8"))
 
 

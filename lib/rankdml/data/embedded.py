@@ -1,4 +1,4 @@
-"""Embedded offline data sets, shipped as .npz files in the repository's data/ folder.
+"""Embedded offline data sets, shipped inside the package (``rankdml/data/files/*.npz``).
 
 - ``emoji``: the same emoji drawn by several independent design teams (Google Noto, Twemoji, Microsoft
   Fluent flat, EmojiOne, Firefox OS), 32x32 RGB. A class is one emoji, its images are the designs of
@@ -6,17 +6,22 @@
   first half of the classes (sorted by name) for training, the second half for testing.
 - ``fashion``: a fixed Fashion-MNIST subset, 28x28 grey, the same 10 classes in every split.
 
-Both files are built once by data/build_emoji.py and data/build_fashion.py; loading them needs numpy
-only. The loader checks the file's SHA-256 against the constants below, so results in the book are
-always computed on exactly the published arrays.
+Both files are built once by data/build_emoji.py and data/build_fashion.py (in the repository), which
+write them into the package; they are package data, read with `importlib.resources`, so any install
+(wheel, sdist, git URL, editable) loads them offline from any working directory. Their licences ship
+next to them (``EMOJI_LICENSE.md``, ``FASHION_LICENSE.md``). Loading needs numpy only. The loader checks
+the file's SHA-256 against the constants below, so results in the book are always computed on exactly
+the published arrays.
 """
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
+import importlib.resources
 import os
 from pathlib import Path
-from typing import Mapping
+from typing import Iterator, Mapping
 
 import numpy as np
 
@@ -25,44 +30,46 @@ from rankdml.data.splits import SPLITS, check_split, split_classes
 
 EMOJI_FILE, EMOJI_SHA256 = "emoji32.npz", "502106c932db1e1de860369dbe76a6bbcd9af4d1f9cfee13bb27e9c5c7893664"
 FASHION_FILE, FASHION_SHA256 = "fashion28.npz", "4509f28673ceeb58bf1296894a67c47c264367f65f286b600a73ca57650c3817"
-#: Builder script of each file, named in the error messages.
+#: Builder script of each file (in the repository, not in the package), named in the error messages.
 _BUILDERS = {EMOJI_FILE: "data/build_emoji.py", FASHION_FILE: "data/build_fashion.py"}
 #: Training images per class of the fashion subset that go to "train"; the rest of the official
 #: training part (100 per class) is "val".
 FASHION_TRAIN_PER_CLASS = 500
 
-ENV_VAR = "RANKDML_DATA"
-_REPO_DATA = Path(__file__).resolve().parents[3] / "data"
+#: The package that holds the embedded files as package data.
+PACKAGE_FILES = importlib.resources.files("rankdml.data.files")
 
 
-def _data_folder(root: str | os.PathLike | None) -> tuple[str, Path]:
-    """(description, folder) to read from: the `root` argument, else $RANKDML_DATA, else the repo's data/.
+@contextlib.contextmanager
+def _located(filename: str, root: str | os.PathLike | None) -> Iterator[tuple[str, Path]]:
+    """(description, path) of `filename`: in the `root` folder if given, else the package's copy.
 
-    Only the first of these that is given is looked at: silently falling back to another copy would
-    hide a typo in the path.
+    $RANKDML_DATA is deliberately not consulted: it names the folder of the large benchmarks, and the
+    embedded files always come with the package. `as_file` gives a real file even if the package is
+    imported from a zip archive.
     """
     if root is not None:
-        return "root argument", Path(root)
-    if os.environ.get(ENV_VAR):
-        return f"${ENV_VAR}", Path(os.environ[ENV_VAR])
-    return "repository data/ folder", _REPO_DATA
+        yield "root argument", Path(root) / filename
+    else:
+        with importlib.resources.as_file(PACKAGE_FILES / filename) as path:
+            yield "files of the installed rankdml package", Path(path)
 
 
-def _find_verified(filename: str, expected_sha256: str, root: str | os.PathLike | None) -> Path:
-    """Path of `filename` after checking its SHA-256; clear errors when it is missing or different."""
-    where, folder = _data_folder(root)
-    path = folder / filename
+def _verify(path: Path, where: str, filename: str, expected_sha256: str) -> None:
+    """Clear errors when the file is missing or its bytes differ from the published build."""
     if not path.is_file():
-        raise FileNotFoundError(
-            f"{filename} not found: looked in {path} ({where}). Pass root=<folder containing {filename}>, "
-            f"set {ENV_VAR}, or build it with `python {_BUILDERS[filename]}` from the repository root.")
+        fix = (f"Pass root=<folder containing {filename}>, or build it with `python {_BUILDERS[filename]}`"
+               if where == "root argument" else
+               "The installation is incomplete: reinstall rankdml (`pip install --force-reinstall rankdml`); "
+               "in a checkout, `git checkout -- lib/rankdml/data/files`")
+        raise FileNotFoundError(f"{filename} not found: looked in {path} ({where}). {fix}.")
     actual = hashlib.sha256(path.read_bytes()).hexdigest()
     if actual != expected_sha256:
         raise ValueError(
             f"{path}: SHA-256 checksum mismatch (got {actual}, expected {expected_sha256}). The file is "
-            f"corrupt or from another build; restore it with `git checkout -- data/{filename}` or rebuild it "
-            f"with `python {_BUILDERS[filename]}` (and update the checksum in rankdml/data/embedded.py).")
-    return path
+            f"corrupt or from another build; restore it (reinstall rankdml, or in a checkout "
+            f"`git checkout -- lib/rankdml/data/files/{filename}`) or rebuild it with "
+            f"`python {_BUILDERS[filename]}` (and update the checksum in rankdml/data/embedded.py).")
 
 
 @functools.lru_cache(maxsize=None)
@@ -76,8 +83,9 @@ def _read_npz(path: Path) -> Mapping[str, np.ndarray]:
 
 
 def _load(filename: str, expected_sha256: str, root: str | os.PathLike | None) -> Mapping[str, np.ndarray]:
-    path = _find_verified(filename, expected_sha256, root)
-    return _read_npz(path.resolve())
+    with _located(filename, root) as (where, path):
+        _verify(path, where, filename, expected_sha256)
+        return _read_npz(path.resolve())
 
 
 def load_emoji(split: str, root: str | os.PathLike | None = None,
