@@ -10,6 +10,7 @@ from __future__ import annotations
 from rankdml.losses.classification import NormSoftmaxLoss
 from rankdml.losses.margin import MarginLoss, param_groups
 from rankdml.losses.pair import ContrastiveLoss
+from rankdml.losses.smooth_ap import SmoothAPLoss, TemperatureSchedule, smooth_ap_estimate
 from rankdml.losses.structured import AngularLoss, LiftedStructureLoss, NPairsLoss
 from rankdml.losses.triplet import TripletLoss
 
@@ -20,6 +21,7 @@ LOSSES = {
     "npairs": NPairsLoss,
     "angular": AngularLoss,
     "margin": MarginLoss,
+    "smooth_ap": SmoothAPLoss,
 }  # NormSoftmaxLoss (the classification baseline) needs num_classes and embedding_dim: built directly
 
 
@@ -37,4 +39,5 @@ def make_loss(name: str, **kwargs):
 
 
 __all__ = ["LOSSES", "make_loss", "param_groups", "ContrastiveLoss", "TripletLoss", "LiftedStructureLoss",
-           "NPairsLoss", "AngularLoss", "MarginLoss", "NormSoftmaxLoss"]
+           "NPairsLoss", "AngularLoss", "MarginLoss", "NormSoftmaxLoss",
+           "SmoothAPLoss", "TemperatureSchedule", "smooth_ap_estimate"]
