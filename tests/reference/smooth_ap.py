@@ -113,3 +113,25 @@ def cube_loss(x: torch.Tensor, num_id: int, tau: float = 0.01) -> torch.Tensor:
     rank_all_b = rank_all[blocks[:, :, None], blocks[:, None, :]]  # (num_id, g, g): own block's columns
     ap = (rank_pos / rank_all_b).sum(-1) / g  # (num_id, g)
     return 1.0 - ap.mean()
+
+
+def dense_loss(x: torch.Tensor, y: torch.Tensor, tau: float, query_is_positive: bool = False) -> torch.Tensor:
+    """Either rule on any layout with (B, B, B) masks, differentiable: a second, dense reference for gradients.
+
+    [q, i, j]: G(S_qj - S_qi) counted when j != i and j is in q's list (j != q unless the query is
+    one of its own positives); R^+ over j in P_q. AP_q over i in P_q; mean over queries with a positive.
+    """
+    B = x.shape[0]
+    xn = torch.nn.functional.normalize(x, dim=1)
+    S = xn @ xn.T
+    eye = torch.eye(B, dtype=torch.bool)
+    same = y[:, None] == y[None, :]
+    positive = same if query_is_positive else same & ~eye  # [q, i]: i in P_q
+    in_list = torch.ones(B, B, dtype=torch.bool) if query_is_positive else ~eye  # [q, j]: j in Omega_q
+    G = torch.sigmoid((S[:, None, :] - S[:, :, None]) / tau)  # [q, i, j]
+    counted = in_list[:, None, :] & ~eye[None, :, :]  # j in the list, j != i
+    rank_all = 1.0 + (G * counted).sum(-1)  # [q, i]
+    rank_pos = 1.0 + (G * (counted & positive[:, None, :])).sum(-1)
+    has_pos = (same & ~eye).any(1)
+    ap = ((rank_pos / rank_all) * positive).sum(1) / positive.sum(1).clamp_min(1)  # singletons: 0, dropped
+    return 1.0 - ap[has_pos].mean()

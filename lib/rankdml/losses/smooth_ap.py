@@ -145,9 +145,9 @@ class _SmoothAP(torch.autograd.Function):
             c = torch.addcmul(g, g, g, value=-1.0).mul_((-w * rank_pos / rank_all ** 2)[:, None])  # (M, N)
             # ... and + 1/Z for the relevant j
             c.scatter_add_(1, pairs.table[rows], (w / rank_all)[:, None] * (g_pos - g_pos * g_pos))
-            c[m, cols] = 0.0  # i is not compared with itself
+            # (The j = i entry of c needs no masking: it enters ∂/∂s_qj and ∂/∂s_qi with opposite signs.)
             if pairs.excluded is not None:
-                c[m, pairs.excluded[rows]] = 0.0  # nor with the query, outside the list
+                c[m, pairs.excluded[rows]] = 0.0  # the query is not in its own list (paper)
             grad.index_add_(0, rows, c)  # ∂/∂s_qj
             grad.index_put_((rows, cols), -c.sum(1), accumulate=True)  # ∂/∂s_qi
         ctx.kept = None
