@@ -17,6 +17,7 @@ pass recomputes each block with the analytic gradient instead of keeping every b
 from __future__ import annotations
 
 import math
+import numbers
 from typing import NamedTuple
 
 import torch
@@ -39,7 +40,7 @@ DEFAULT_BLOCK_ELEMENTS = 1 << 22
 
 
 def _check_temperature(temperature, where: str) -> float:
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) \
+    if isinstance(temperature, bool) or not isinstance(temperature, numbers.Real) \
             or not math.isfinite(temperature) or temperature <= 0:
         raise ValueError(f"{where}: the temperature must be a finite number > 0 (the paper uses 0.01), "
                          f"got {temperature!r}")
@@ -212,10 +213,12 @@ class SmoothAPLoss(nn.Module):
 
     Notes:
         - The official code also needs ``num_id`` contiguous equal blocks (positives inferred from the
-          positions) and builds B x B x B tensors (48 GB of GPU for B = 384); here positives come from
-          the labels, so any sampler works (SOP's classes of 2 to 12 images, too).
-        - Its sigmoid clamps the argument to ±50 (values differ by < 1e-21); ``torch.sigmoid`` is stable
-          without it, and its derivative is computed as σ(x)σ(−x), finite at any τ.
+          positions) and builds B x B x B tensors (the authors trained B = 384 on a 48 GB GPU; it does
+          not fit 32 GB); here positives come from the labels, so any sampler and unequal class sizes
+          (as in SOP) work.
+        - Its sigmoid clamps the argument to ±50 (values differ by < 1e-21, and the clamp zeroes the
+          gradient there); ``torch.sigmoid`` is stable without it, and its derivative σ(1 − σ) is
+          finite at any τ (similarities of ±1 with τ = 1e-3 included).
         - pytorch-metric-learning's ``SmoothAPLoss`` (2.9.0) keeps the original rule but reshapes the
           batch into blocks of size (number of classes) instead of (samples per class): right only when
           the two are equal.
