@@ -12,7 +12,7 @@ from sklearn.metrics import average_precision_score
 
 from rankdml.callbacks import Callback, TrainState
 from rankdml.losses import LOSSES, SmoothAPLoss, TemperatureSchedule, make_loss, smooth_ap_estimate
-from rankdml.losses.smooth_ap import _blocks, _pairs
+from rankdml.losses.smooth_ap import _blocks, _CosineGram, _pairs
 from rankdml.masks import positive_mask
 from reference import smooth_ap as ref
 
@@ -158,21 +158,36 @@ def test_blocks_give_the_same_value_and_gradient():
     torch.testing.assert_close(grads[2], grads[0], rtol=0, atol=1e-14)
 
 
-def test_blocks_respect_the_budget_and_cover_every_pair():
+def test_blocks_respect_the_budget_and_cover_every_query():
     _, y = make_batch((4, 2, 5, 3, 1, 3), seed=22)
     pos = positive_mask(y)[positive_mask(y).any(1)]
     pairs = _pairs(pos, None)
-    N = pos.shape[1]
+    Q, N = pos.shape
+    K = int(pos.sum(1).max())
+    assert pairs.table.shape == (Q, K) and torch.equal(pairs.valid.sum(1), pos.sum(1))
+    hits = torch.zeros(Q, N, dtype=torch.long).scatter_add_(1, pairs.table, pairs.valid.long())
+    assert torch.equal(hits, pos.long())  # the valid slots are the mask, each relevant item once
     for budget in (1, 40, 100, 10 ** 6):
         blocks = _blocks(pairs, N, budget)
         covered = torch.cat([torch.arange(b.start, b.stop) for b in blocks])
-        assert torch.equal(covered, torch.arange(pairs.rows.numel()))  # in order, each pair once
-        widest = int(pairs.counts.max()) * N
+        assert torch.equal(covered, torch.arange(Q))  # in order, each query once
         for b in blocks:
-            rows = pairs.rows[b]
-            assert rows.numel() * N <= max(budget, widest)
-            if b.start > 0:  # whole queries: a block never starts inside a query
-                assert pairs.rows[b.start] != pairs.rows[b.start - 1]
+            assert (b.stop - b.start) * K * N <= max(budget, K * N)  # one query at least
+
+
+def test_cosine_gram_matches_normalize_and_its_gradient():
+    x, _ = make_batch((3, 4), dim=5, seed=34, normalize=False)
+    x = torch.cat([x, torch.zeros(1, 5, dtype=x.dtype)])  # a zero row: the clamped norm
+    w = torch.randn(8, 8, generator=torch.Generator().manual_seed(35), dtype=x.dtype)
+    a, b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    sa = _CosineGram.apply(a)
+    xn = torch.nn.functional.normalize(b, dim=1)
+    sb = xn @ xn.T
+    torch.testing.assert_close(sa, sb, rtol=0, atol=1e-15)
+    (sa * w).sum().backward()
+    (sb * w).sum().backward()
+    torch.testing.assert_close(a.grad, b.grad, rtol=1e-12, atol=1e-12)
+    assert torch.autograd.gradcheck(_CosineGram.apply, (x[:-1].clone().requires_grad_(True),))
 
 
 # --- temperature, exact AP, extremes --------------------------------------------------------------

@@ -21,7 +21,6 @@ import numbers
 from typing import NamedTuple
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from rankdml._checks import check_embeddings_labels
@@ -48,69 +47,64 @@ def _check_temperature(temperature, where: str) -> float:
 
 
 class _Pairs(NamedTuple):
-    """The (query, relevant item) pairs of a (Q, N) list, sorted by query, and each query's relevant items."""
+    """Each query's relevant items as a padded (Q, K) table: slot (q, k) is the pair (q, table[q, k])."""
 
-    rows: torch.Tensor  # (M,) query row of each pair
-    cols: torch.Tensor  # (M,) column of its relevant item i
-    table: torch.Tensor  # (Q, K) columns of each query's relevant items, padded with column 0
+    table: torch.Tensor  # (Q, K) columns of the relevant items; padding repeats the first one
     valid: torch.Tensor  # (Q, K) bool, False on the padding
     counts: torch.Tensor  # (Q,) |P_q|
-    starts: torch.Tensor  # (Q + 1,) pairs of query q are starts[q]:starts[q + 1]
     excluded: torch.Tensor | None  # (Q,) a column left out of each query's list (the query itself), or None
 
 
 def _pairs(relevant: torch.Tensor, excluded: torch.Tensor | None) -> _Pairs:
-    rows, cols = torch.nonzero(relevant, as_tuple=True)
+    rows, cols = torch.nonzero(relevant, as_tuple=True)  # sorted by row
     counts = relevant.sum(1)
-    starts = torch.cat([counts.new_zeros(1), counts.cumsum(0)])
+    starts = counts.cumsum(0) - counts
     slot = torch.arange(rows.numel(), device=rows.device) - starts[rows]  # rank of the pair within its query
     Q, K = relevant.shape[0], int(counts.max())
-    table = torch.zeros(Q, K, dtype=torch.long, device=rows.device)
+    table = cols[starts][:, None].repeat(1, K)  # padding: a real relevant column, masked by `valid`
     valid = torch.zeros(Q, K, dtype=torch.bool, device=rows.device)
     table[rows, slot] = cols
     valid[rows, slot] = True
-    return _Pairs(rows, cols, table, valid, counts, starts, excluded)
+    return _Pairs(table, valid, counts, excluded)
 
 
 def _blocks(pairs: _Pairs, num_items: int, max_elements: int) -> list[slice]:
-    """Slices of the pairs, whole queries each, with (pairs of the block) x N <= `max_elements` where possible."""
-    Q = pairs.counts.numel()
-    # The widest query bounds every block: no loop over queries to pack them.
-    step = max(1, max_elements // (int(pairs.counts.max()) * num_items))
-    bounds = pairs.starts[torch.arange(0, Q, step, device=pairs.starts.device)].tolist() + [int(pairs.starts[-1])]
-    return [slice(a, b) for a, b in zip(bounds[:-1], bounds[1:])]
+    """Slices of queries such that (queries x K x N) <= `max_elements` (one query at least)."""
+    Q, K = pairs.table.shape
+    step = max(1, max_elements // (K * num_items))
+    return [slice(a, min(a + step, Q)) for a in range(0, Q, step)]
 
 
 def _block_terms(t: torch.Tensor, pairs: _Pairs, blk: slice, smooth: bool):
-    """G(D_ij) of the pairs of `blk` over the whole list, and R^+(i), R(i).
+    """G(D_ij) for the queries of `blk`, every relevant item i (slot k) against the whole list j.
 
     t: (Q, N) scores, divided by τ when `smooth`; G = σ (smooth) or the step 1[x > 0].
-    Returns g (M, N) (unmasked: the excluded columns hold their value), g_pos (M, K) (G at the
-    query's relevant items, 0 on the padding), rank_pos (M,), rank_all (M,).
+    Returns g (b, K, N) (unmasked: the excluded column and i itself hold their value), g_pos
+    (b, K, K) (G at the query's relevant items j, 0 on the padding), rank_pos (b, K), rank_all (b, K).
     """
-    rows, cols = pairs.rows[blk], pairs.cols[blk]
-    m = torch.arange(rows.numel(), device=t.device)
-    g = t.index_select(0, rows).sub_(t[rows, cols][:, None])  # (M, N): D_ij (/ τ)
+    tb, table, valid = t[blk], pairs.table[blk], pairs.valid[blk]
+    b, K = table.shape
+    g = tb[:, None, :] - tb.gather(1, table)[:, :, None]  # (b, K, N): D_ij (/ τ)
     g = g.sigmoid_() if smooth else (g > 0).to(t.dtype)
-    own = g[m, cols]  # G(0) of i against itself, not part of any sum (subtracted as computed: exact)
-    rank_all = 1.0 + g.sum(1) - own
+    g_pos = g.gather(2, table[:, None, :].expand(b, K, K))  # (b, K, K): [k, l] = G(D_{i_k, j_l})
+    own = g_pos.diagonal(dim1=1, dim2=2)  # G(0) of i against itself: in no sum (subtracted as computed: exact)
+    g_pos = g_pos * valid[:, None, :]
+    rank_pos = 1.0 + g_pos.sum(2) - own
+    rank_all = 1.0 + g.sum(2) - own
     if pairs.excluded is not None:
-        rank_all = rank_all - g[m, pairs.excluded[rows]]
-    g_pos = g.gather(1, pairs.table[rows]) * pairs.valid[rows]  # (M, K)
-    rank_pos = 1.0 + g_pos.sum(1) - own
+        rank_all = rank_all - g.gather(2, pairs.excluded[blk][:, None, None].expand(b, K, 1))[:, :, 0]
     return g, g_pos, rank_pos, rank_all
 
 
 def _average_precision(t: torch.Tensor, pairs: _Pairs, blocks: list[slice], smooth: bool, keep: bool = False):
     """(Q,) AP of every row; with `keep`, also the (g, g_pos, rank_pos, rank_all) of each block."""
-    ap = t.new_zeros(pairs.counts.numel())
-    kept = []
+    ap, kept = [], []
     for blk in blocks:
         terms = _block_terms(t, pairs, blk, smooth)
-        ap.index_add_(0, pairs.rows[blk], terms[2] / terms[3])
+        ap.append((terms[2] / terms[3] * pairs.valid[blk]).sum(1))
         if keep:
             kept.append(terms)
-    return ap / pairs.counts, kept
+    return torch.cat(ap) / pairs.counts, kept
 
 
 class _SmoothAP(torch.autograd.Function):
@@ -123,7 +117,7 @@ class _SmoothAP(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, scores, pairs: _Pairs, temperature: float, max_elements: int):
-        t = scores / temperature
+        t = scores * (1.0 / temperature)
         blocks = _blocks(pairs, scores.shape[1], max_elements)
         ap, kept = _average_precision(t, pairs, blocks, True, keep=len(blocks) == 1)
         ctx.save_for_backward(t)
@@ -135,22 +129,20 @@ class _SmoothAP(torch.autograd.Function):
     def backward(ctx, grad_ap):
         (t,) = ctx.saved_tensors
         pairs = ctx.pairs
-        grad = torch.zeros_like(t)
+        grad = torch.empty_like(t)
         weight = grad_ap / pairs.counts / ctx.temperature  # dL/dAP_q / |P_q| / τ, per query
         for b, blk in enumerate(ctx.blocks):
             g, g_pos, rank_pos, rank_all = ctx.kept[b] if ctx.kept else _block_terms(t, pairs, blk, True)
-            rows, cols = pairs.rows[blk], pairs.cols[blk]
-            m = torch.arange(rows.numel(), device=t.device)
-            w = weight[rows]
-            # σ' = σ(1 − σ): for every j of the list, -A/Z² ...
-            c = torch.addcmul(g, g, g, value=-1.0).mul_((-w * rank_pos / rank_all ** 2)[:, None])  # (M, N)
-            # ... and + 1/Z for the relevant j
-            c.scatter_add_(1, pairs.table[rows], (w / rank_all)[:, None] * (g_pos - g_pos * g_pos))
-            # (The j = i entry of c needs no masking: it enters ∂/∂s_qj and ∂/∂s_qi with opposite signs.)
-            if pairs.excluded is not None:
-                c[m, pairs.excluded[rows]] = 0.0  # the query is not in its own list (paper)
-            grad.index_add_(0, rows, c)  # ∂/∂s_qj
-            grad.index_put_((rows, cols), -c.sum(1), accumulate=True)  # ∂/∂s_qi
+            table, valid = pairs.table[blk], pairs.valid[blk]
+            w = weight[blk][:, None] * valid  # (b, K): 0 on the padding
+            # σ' = σ(1 − σ); for every j of the list: −A/Z² ...
+            c = torch.addcmul(g, g, g, value=-1.0).mul_((-w * rank_pos / rank_all ** 2)[:, :, None])  # (b, K, N)
+            # ... and + 1/Z for the relevant j (g_pos is 0 on the padding)
+            c.scatter_add_(2, table[:, None, :].expand_as(g_pos), (w / rank_all)[:, :, None] * (g_pos - g_pos * g_pos))
+            # (The j = i entry needs no masking: it enters ∂/∂s_qj and ∂/∂s_qi with opposite signs.)
+            if pairs.excluded is not None:  # the query is not in its own list (paper)
+                c.scatter_(2, pairs.excluded[blk][:, None, None].expand(*w.shape, 1), 0.0)
+            grad[blk] = c.sum(1).scatter_add_(1, table, -c.sum(2))  # ∂/∂s_qj, then ∂/∂s_qi
         ctx.kept = None
         return grad, None, None, None
 
@@ -162,18 +154,28 @@ def _smooth_ap_rows(scores: torch.Tensor, relevant: torch.Tensor, excluded: torc
     return _SmoothAP.apply(scores, _pairs(relevant, excluded), temperature, max_elements)
 
 
-class _Gram(torch.autograd.Function):
-    """S = X Xᵀ with the backward of a symmetric product, dX = (dS + dSᵀ) X: one matrix product, not two."""
+class _CosineGram(torch.autograd.Function):
+    """S = X̂ X̂ᵀ with X̂ the rows of X divided by max(‖x‖, eps), as ``F.normalize``.
+
+    Backward in one matrix product (S is symmetric): dX̂ = (dS + dSᵀ) X̂, then
+    dx = (dx̂ − x̂ (x̂ · dx̂)) / ‖x‖ (dx̂ / eps where the norm is clamped).
+    """
 
     @staticmethod
-    def forward(ctx, x):
-        ctx.save_for_backward(x)
-        return x @ x.T
+    def forward(ctx, x, eps: float = 1e-12):
+        norm = torch.linalg.vector_norm(x, dim=1, keepdim=True)
+        clamped = norm < eps
+        xn = x / norm.clamp_min(eps)
+        ctx.save_for_backward(xn, norm, clamped)
+        ctx.eps = eps
+        return xn @ xn.T
 
     @staticmethod
     def backward(ctx, grad_s):
-        (x,) = ctx.saved_tensors
-        return (grad_s + grad_s.T) @ x
+        xn, norm, clamped = ctx.saved_tensors
+        grad_xn = (grad_s + grad_s.T) @ xn
+        tangent = grad_xn - xn * (xn * grad_xn).sum(1, keepdim=True)
+        return torch.where(clamped, grad_xn, tangent) / norm.clamp_min(ctx.eps), None
 
 
 class SmoothAPLoss(nn.Module):
@@ -249,7 +251,7 @@ class SmoothAPLoss(nn.Module):
         queries = pos.any(1)  # (B,): the queries with an AP
         if not queries.any():
             return zero_loss(embeddings, "SmoothAPLoss", "no positive pair in the batch (all labels distinct)")
-        scores = _Gram.apply(F.normalize(embeddings, dim=1))  # (B, B) cosine similarities
+        scores = _CosineGram.apply(embeddings)  # (B, B) cosine similarities
         if not queries.all():
             scores = scores[queries]  # (Q, B)
         if self.variant == "paper":
