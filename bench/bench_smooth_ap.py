@@ -79,13 +79,12 @@ def _checkpointed(x, labels, temperature=0.01):
     t = cosine_similarity(x) / temperature
     pairs = _pairs(same_label(labels), None)
 
-    def ratios(t, blk):
+    def block_ap_sum(t, blk):
         _, _, rank_pos, rank_all = _block_terms(t, pairs, blk, True)
-        return rank_pos / rank_all
+        return (rank_pos / rank_all * pairs.valid[blk]).sum(1)
 
-    ap = t.new_zeros(labels.shape[0])
-    for blk in _blocks(pairs, t.shape[1], DEFAULT_BLOCK_ELEMENTS):
-        ap = ap.index_add(0, pairs.rows[blk], checkpoint(ratios, t, blk, use_reentrant=False))
+    blocks = _blocks(pairs, t.shape[1], DEFAULT_BLOCK_ELEMENTS)
+    ap = torch.cat([checkpoint(block_ap_sum, t, blk, use_reentrant=False) for blk in blocks])
     return 1.0 - (ap / pairs.counts).mean()
 
 
@@ -108,7 +107,7 @@ def worker(impl: str, batch: int, per_class: int, threads: int, repeats: int, bu
     value = fn(e, labels)
     value.backward()
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    value, e = float(value), None
+    value, e = float(value.detach()), None
     gc.collect()
     cpu, wall, start = [], [], time.perf_counter()
     while len(cpu) < repeats and (len(cpu) < 1 or time.perf_counter() - start < budget_s):
@@ -124,7 +123,7 @@ def worker(impl: str, batch: int, per_class: int, threads: int, repeats: int, bu
 def measure(impl: str, batch: int, args, per_class: int = PER_CLASS) -> dict:
     cmd = [sys.executable, __file__, "--worker", impl, str(batch), str(per_class), "--threads", str(args.threads),
            "--repeats", str(args.repeats), "--budget", str(args.budget)]
-    out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout  # stderr: shown
     result = json.loads(out.strip().splitlines()[-1])
     print(f"  {impl:10s} B={batch:5d} ({batch // per_class}x{per_class}): {result['time_s'] * 1e3:10.2f} ms CPU "
           f"(median {result['median_s'] * 1e3:.2f}), {result['peak_mb']:9.1f} MB, "

@@ -269,6 +269,8 @@ def test_estimate_bad_inputs():
     for tau in (0.0, -0.01, float("nan"), float("inf"), True, "0.01"):
         with pytest.raises(ValueError, match="temperature"):
             smooth_ap_estimate(scores, rel, tau)
+    with pytest.raises(ValueError, match="max_block_elements"):
+        smooth_ap_estimate(scores, rel, 0.01, max_block_elements=0)
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])

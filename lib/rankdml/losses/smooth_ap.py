@@ -204,12 +204,13 @@ class SmoothAPLoss(nn.Module):
         temperature: :math:`\\tau`. Default 0.01 (paper). A plain attribute: a
             :class:`TemperatureSchedule` callback may change it during training.
         variant: ``"paper"`` (default) or ``"original"`` (see above).
-        max_block_elements: largest (query, positive) pairs x B block computed at once; peak memory
-            is a few such float tensors. Default 2**22.
+        max_block_elements: the largest block of (query, positive) pairs x B terms computed at once;
+            peak memory is a few such float tensors. Default 2**22.
 
     Shape:
         embeddings (B, D) (normalised here), labels (B,) in any order, classes of any sizes -> scalar.
-        Memory O(B·K·B) in blocks, time O(B·K·B) with K the class size; never a B x B x B tensor.
+        Time O(B·K·B) with K the largest class size in the batch; memory: blocks of at most
+        `max_block_elements` terms (one query at least), never a B x B x B tensor.
         A batch without a positive pair (all labels distinct) gives 0 (connected to the graph) and a
         warning; a single-class batch raises ValueError. Mined ``indices`` are refused (ValueError).
 
@@ -284,6 +285,8 @@ def smooth_ap_estimate(scores: torch.Tensor, relevance: torch.Tensor, temperatur
     """
     where = "smooth_ap_estimate"
     tau = _check_temperature(temperature, where)
+    if not isinstance(max_block_elements, int) or max_block_elements < 1:
+        raise ValueError(f"{where}: max_block_elements must be a positive int, got {max_block_elements!r}")
     if not isinstance(scores, torch.Tensor) or not isinstance(relevance, torch.Tensor):
         raise ValueError(f"{where}: expected torch tensors, got {type(scores).__name__} and {type(relevance).__name__}")
     if scores.dim() not in (1, 2) or scores.shape != relevance.shape:
