@@ -12,6 +12,7 @@ from rankdml.losses.magnet import MagnetLoss
 from rankdml.losses.margin import MarginLoss, param_groups
 from rankdml.losses.pair import ContrastiveLoss
 from rankdml.losses.repmet import RepMetLoss
+from rankdml.losses.smooth_ap import SmoothAPLoss, TemperatureSchedule, smooth_ap_estimate
 from rankdml.losses.structured import AngularLoss, LiftedStructureLoss, NPairsLoss
 from rankdml.losses.triplet import TripletLoss
 from rankdml.sodeep.losses import SoDeepAPLoss  # noqa: E402  (needs rankdml.losses.functional only)
@@ -24,6 +25,7 @@ LOSSES = {
     "angular": AngularLoss,
     "margin": MarginLoss,
     "magnet": MagnetLoss,
+    "smooth_ap": SmoothAPLoss,
     "sodeep_ap": SoDeepAPLoss,
 }  # NormSoftmaxLoss (the classification baseline) and RepMetLoss need num_classes and embedding_dim: built directly
 
@@ -42,4 +44,5 @@ def make_loss(name: str, **kwargs):
 
 
 __all__ = ["LOSSES", "make_loss", "param_groups", "ContrastiveLoss", "TripletLoss", "LiftedStructureLoss",
-           "NPairsLoss", "AngularLoss", "MarginLoss", "NormSoftmaxLoss", "MagnetLoss", "RepMetLoss", "SoDeepAPLoss"]
+           "NPairsLoss", "AngularLoss", "MarginLoss", "NormSoftmaxLoss", "MagnetLoss", "RepMetLoss", "SoDeepAPLoss",
+           "SmoothAPLoss", "TemperatureSchedule", "smooth_ap_estimate"]
