@@ -17,6 +17,7 @@ from rankdml.data.benchmarks import load_cars196, load_cub200, load_inshop, load
 from rankdml.data.download import download
 from rankdml.data.embedded import load_emoji, load_fashion
 from rankdml.data.samplers import PKSampler
+from rankdml.data.distributed_sampler import DistributedPKSampler
 from rankdml.data.transforms import eval_transform, train_transform
 
 #: name -> loader(split, root, transform) -> LabelledDataset
@@ -61,5 +62,5 @@ def evaluation_splits(name: str, root: str | Path | None = None, transform=None)
     return {"val": load_dataset(name, "val", root, transform), "test": test}
 
 
-__all__ = ["DATASETS", "STANDARD_KS", "load_dataset", "evaluation_splits", "download", "PKSampler", "train_transform", "eval_transform",
+__all__ = ["DATASETS", "STANDARD_KS", "load_dataset", "evaluation_splits", "download", "PKSampler", "DistributedPKSampler", "train_transform", "eval_transform",
            "ArrayDataset", "FileDataset", "LabelledDataset"]
