@@ -1,6 +1,6 @@
 """Shared by the distributed tests: the cases, a spawn helper, and the worker each process runs.
 
-One spawn per world size runs every case; each rank saves its results to `<out>/rank<r>.pt` and
+One spawn runs every case for every world size; each rank saves its results to `<out>/world<w>_rank<r>.pt` and
 the test process compares them with a single-process computation on the same global batch.
 (No __init__.py in tests/distributed: a package named `distributed` would shadow Dask's.)
 """
@@ -102,11 +102,16 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def spawn(world: int, out: Path, backend: str = "gloo") -> list[dict]:
-    """Run `worker` on `world` processes; return each rank's saved results (rank order)."""
-    port = free_port()
-    torch.multiprocessing.spawn(worker, args=(world, port, str(out), backend), nprocs=world, join=True)
-    return [torch.load(out / f"rank{r}.pt", weights_only=False) for r in range(world)]
+def spawn(worlds: tuple[int, ...], out: Path, backend: str = "gloo") -> dict[int, list[dict]]:
+    """Run `worker` once on max(worlds) processes; for each world size w, ranks 0..w-1 form a process
+    group of w (one after the other, the others wait), run every case and save their results.
+
+    One spawn for all world sizes: starting a process (importing torch and rankdml) is what costs.
+    Returns {w: [results of rank 0, ..., rank w-1]}.
+    """
+    ports = [free_port() for _ in worlds]
+    torch.multiprocessing.spawn(worker, args=(tuple(worlds), ports, str(out), backend), nprocs=max(worlds), join=True)
+    return {w: [torch.load(out / f"world{w}_rank{r}.pt", weights_only=False) for r in range(w)] for w in worlds}
 
 
 def _init(rank: int, world: int, port: int, backend: str):
@@ -114,13 +119,19 @@ def _init(rank: int, world: int, port: int, backend: str):
                       WORLD_SIZE=str(world), LOCAL_RANK=str(rank))
     from rankdml import distributed as rd
 
-    torch.set_num_threads(1)
     info = rd.init(backend=backend)
     torch.distributed.barrier()  # the group works before anything else
     return rd, info
 
 
-def worker(rank: int, world: int, port: int, out: str, backend: str) -> None:
+def worker(rank: int, worlds: tuple[int, ...], ports: list[int], out: str, backend: str) -> None:
+    torch.set_num_threads(1)
+    for world, port in zip(worlds, ports):
+        if rank < world:
+            _run_world(rank, world, port, out, backend)
+
+
+def _run_world(rank: int, world: int, port: int, out: str, backend: str) -> None:
     rd, info = _init(rank, world, port, backend)
     device = rd.device_for_rank() if backend == "nccl" else torch.device("cpu")
     results: dict = {"info": (info.rank, info.world_size, info.local_rank), "is_main": rd.is_main(),
@@ -135,7 +146,7 @@ def worker(rank: int, world: int, port: int, out: str, backend: str) -> None:
         results["traceback"] = traceback.format_exc()
         raise
     finally:
-        torch.save(results, Path(out) / f"rank{rank}.pt")
+        torch.save(results, Path(out) / f"world{world}_rank{rank}.pt")
         rd.shutdown()
 
 

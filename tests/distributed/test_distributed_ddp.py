@@ -1,6 +1,6 @@
 """DDP on gloo with 2 and 3 CPU processes: the global-batch loss equals one process's, to 1e-6 in float64.
 
-One spawn per world size (module-scoped fixture) runs every case; see ddp_workers.py.
+One spawn of 3 processes (module-scoped fixture) runs every case with 3, then with 2 of them; see ddp_workers.py.
 """
 from __future__ import annotations
 
@@ -17,10 +17,17 @@ pytestmark = pytest.mark.skipif(not torch.distributed.is_available() or not torc
                                 reason="needs torch.distributed with gloo")
 
 
+WORLDS = (3, 2)
+
+
+@pytest.fixture(scope="module")
+def all_runs(tmp_path_factory):
+    return W.spawn(WORLDS, tmp_path_factory.mktemp("ddp"))
+
+
 @pytest.fixture(scope="module", params=[2, 3], ids=["2procs", "3procs"])
-def run(request, tmp_path_factory):
-    world = request.param
-    return world, W.spawn(world, tmp_path_factory.mktemp(f"ddp{world}"))
+def run(request, all_runs):
+    return request.param, all_runs[request.param]
 
 
 @pytest.fixture(scope="module")
