@@ -117,3 +117,21 @@ def test_ranks_that_disagree_all_get_a_value_error(run):
     for res in results:
         assert "disagree on the embedding size" in res["errors"]["dims"]
         assert "batch_indices everywhere or nowhere" in res["errors"]["indices"]
+
+
+@pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2
+                    or not torch.distributed.is_nccl_available(),
+                    reason="NCCL needs one GPU per process: at least 2 GPUs")
+def test_nccl_on_every_gpu_equals_single_process(tmp_path, references):
+    world = torch.cuda.device_count()
+    results = W.spawn((world,), tmp_path, backend="nccl")[world]
+    assert {r["backend"] for r in results} == {"nccl"}
+    assert [r["device"] for r in results] == [f"cuda:{r}" for r in range(world)]
+    for name, ref in references.items():
+        for r, res in enumerate(results):
+            got = res["losses"][name]
+            torch.testing.assert_close(got["value"], ref["value"], rtol=1e-6, atol=1e-6, msg=f"{name} rank {r}")
+            for key, g in ref["grads"].items():
+                torch.testing.assert_close(got["grads"][key], g, rtol=1e-6, atol=1e-6, msg=f"{name} rank {r} {key}")
+    for r, res in enumerate(results):
+        torch.testing.assert_close(res["gather"]["grad_uneven"], W.expected_gather_grad(world, r))
