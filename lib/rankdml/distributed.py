@@ -270,8 +270,9 @@ class GlobalBatchLoss(nn.Module):
 
     The loss's own parameters (β, proxies) are synchronised by the wrapper, not by DDP:
 
-    - at construction, if a process group is initialised, rank 0's parameters and buffers are
-      broadcast to every rank (call :meth:`broadcast_state` again after loading a checkpoint on rank 0 only);
+    - at the first call, rank 0's parameters and buffers are broadcast to every rank (at the
+      first call rather than at construction, so that ``.to(device)`` has already moved them where
+      NCCL wants them; call :meth:`broadcast_state` yourself after loading a checkpoint on rank 0 only);
     - after ``backward()``, call :meth:`average_gradients` before ``optimizer.step()``: their
       gradients (already the global-batch gradient on every rank) are averaged over the ranks.
 
@@ -286,7 +287,7 @@ class GlobalBatchLoss(nn.Module):
                              f"got {type(loss).__name__}")
         self.loss, self.miner = loss, miner
         self.last_batch: tuple | None = None
-        self.broadcast_state()
+        self._state_broadcast = False
 
     def extra_repr(self) -> str:
         return f"miner={self.miner!r}"
@@ -294,6 +295,8 @@ class GlobalBatchLoss(nn.Module):
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor,
                 batch_indices: torch.Tensor | None = None) -> torch.Tensor:
         emb, lab, idx = gather_batch(embeddings, labels, batch_indices)
+        if not self._state_broadcast:  # every rank reaches its first call together: a safe collective
+            self.broadcast_state()
         self.last_batch = (emb.detach(), lab, idx)
         if self.miner is None:
             return self.loss(emb, lab)
@@ -301,6 +304,7 @@ class GlobalBatchLoss(nn.Module):
 
     def broadcast_state(self, src: int = 0) -> None:
         """Copy rank `src`'s parameters and buffers of the loss to every rank (no-op in one process)."""
+        self._state_broadcast = True
         if not is_distributed():
             return
         with torch.no_grad():

@@ -166,13 +166,17 @@ def _loss_case(rd, name: str, rank: int, world: int, device) -> dict:
             s = getattr(holder, "sampler", holder)
             if isinstance(s, DistanceWeightedSampler):
                 s.generator = torch.Generator(device).manual_seed(s.generator.initial_seed())
+    with torch.no_grad():  # other ranks start from other β: the first call must broadcast rank 0's
+        for q in loss.parameters():
+            q.add_(0.25 * rank)
     criterion = rd.GlobalBatchLoss(loss.to(device), miner=miner)
     value = criterion(ddp(x[mine].to(device)), labels[mine].to(device), mine.to(device))
     value.backward()
     criterion.average_gradients()
     _, _, gathered_idx = criterion.last_batch
     return {"value": value.detach().cpu(), "grads": {k: v.cpu() for k, v in grads(model, loss).items()},
-            "gathered_indices": gathered_idx.cpu(), "local_indices": mine}
+            "gathered_indices": gathered_idx.cpu(), "local_indices": mine,
+            "loss_params": {n: q.detach().cpu() for n, q in loss.named_parameters()}}
 
 
 def _weights(seed: int, rows: int, device) -> torch.Tensor:

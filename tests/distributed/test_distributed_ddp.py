@@ -56,6 +56,14 @@ def test_loss_and_every_gradient_equal_single_process(run, references, name):
             torch.testing.assert_close(got["grads"][key], g, rtol=1e-6, atol=1e-6, msg=f"{name} rank {r} {key}")
 
 
+def test_loss_parameters_are_broadcast_from_rank_0(run):
+    world, results = run
+    name = "margin_per_class_beta+distance_weighted_miner"
+    init = W.CASES[name][1]()[0].beta.detach()
+    for res in results:  # ranks > 0 started from β + 0.25 rank
+        assert torch.equal(res["losses"][name]["loss_params"]["beta"], init)
+
+
 def test_margin_beta_gets_a_gradient_and_is_compared(references):
     # the per-class β (a loss parameter outside DDP) is among the compared gradients
     assert "loss.beta" in references["margin_per_class_beta+distance_weighted_miner"]["grads"]
