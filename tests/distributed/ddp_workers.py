@@ -140,6 +140,7 @@ def _run_world(rank: int, world: int, port: int, out: str, backend: str) -> None
         results["losses"] = {name: _loss_case(rd, name, rank, world, device) for name in CASES}
         results["gather"] = _gather_cases(rd, rank, world, device)
         results["eval"] = _eval_case(rd, rank, world, device)
+        results["training"] = train_two_epochs(rd, device)
         results["errors"] = _error_cases(rd, rank, device)
         rd.barrier()
     except Exception:  # keep the traceback: spawn only reports the exception type of one rank
@@ -177,6 +178,47 @@ def _loss_case(rd, name: str, rank: int, world: int, device) -> dict:
     return {"value": value.detach().cpu(), "grads": {k: v.cpu() for k, v in grads(model, loss).items()},
             "gathered_indices": gathered_idx.cpu(), "local_indices": mine,
             "loss_params": {n: q.detach().cpu() for n, q in loss.named_parameters()}}
+
+
+def train_two_epochs(rd=None, device="cpu") -> dict:
+    """Two epochs of SGD (model + per-class β, distance-weighted sampling) through a DataLoader.
+
+    With `rd` (inside a process group): DDP, DistributedPKSampler and GlobalBatchLoss; without: one
+    process on PKSampler's global batches. Returns every step's loss and the final parameters.
+    """
+    from torch.utils.data import DataLoader, TensorDataset
+
+    x, labels = dataset()
+    device = torch.device(device)
+    pk = PKSampler(labels.numpy(), P, 3, seed=3)
+    model = Net().to(device)
+    loss = MarginLoss(num_classes=NUM_CLASSES, beta=0.9, sampler=_dws(21)).to(device)
+    if rd is None:
+        net, criterion, batches = model, loss, pk
+    else:
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        net = DDP(model, device_ids=[device.index] if device.type == "cuda" else None)
+        criterion, batches = rd.GlobalBatchLoss(loss), DistributedPKSampler(pk)
+    if device.type == "cuda":
+        loss.sampler.generator = torch.Generator(device).manual_seed(21)
+    loader = DataLoader(TensorDataset(x, labels, torch.arange(len(labels))), batch_sampler=batches)
+    opt = torch.optim.SGD(list(model.parameters()) + list(loss.parameters()), lr=0.5, momentum=0.9)
+    values = []
+    for epoch in range(2):
+        batches.set_epoch(epoch)
+        for xb, yb, ib in loader:
+            xb, yb, ib = xb.to(device), yb.to(device), ib.to(device)
+            value = criterion(net(xb), yb) if rd is None else criterion(net(xb), yb, ib)
+            opt.zero_grad()
+            value.backward()
+            if rd is not None:
+                criterion.average_gradients()
+            opt.step()
+            values.append(float(value.detach()))
+    params = {f"model.{n}": q.detach().cpu() for n, q in model.named_parameters()}
+    params.update({f"loss.{n}": q.detach().cpu() for n, q in loss.named_parameters()})
+    return {"values": values, "params": params}
 
 
 def _weights(seed: int, rows: int, device) -> torch.Tensor:
@@ -261,4 +303,4 @@ def expected_equal_grad(world: int, rank: int) -> torch.Tensor:
     return full.grad[2 * rank:2 * rank + 2]
 
 
-__all__ = ["CASES", "spawn", "single_process_reference", "global_batch", "expected_gather_grad", "expected_equal_grad"]
+__all__ = ["CASES", "train_two_epochs", "spawn", "single_process_reference", "global_batch", "expected_gather_grad", "expected_equal_grad"]

@@ -81,6 +81,20 @@ def test_gathered_batch_is_the_single_process_batch_in_rank_order(run, name):
         assert torch.equal(res["losses"][name]["gathered_indices"], expected)
 
 
+def test_two_epochs_of_training_equal_single_process(run):
+    # DataLoader + DistributedPKSampler + DDP + GlobalBatchLoss + SGD with momentum on the model and β
+    world, results = run
+    ref = W.train_two_epochs()
+    assert len(ref["values"]) >= 4
+    start = W.Net().fc.weight.detach()
+    assert not torch.allclose(ref["params"]["model.fc.weight"], start)  # training moved the weights
+    for r, res in enumerate(results):
+        got = res["training"]
+        torch.testing.assert_close(torch.tensor(got["values"]), torch.tensor(ref["values"]), rtol=1e-6, atol=1e-6)
+        for key, value in ref["params"].items():
+            torch.testing.assert_close(got["params"][key], value, rtol=1e-6, atol=1e-6, msg=f"rank {r} {key}")
+
+
 def test_gather_forward_uneven_shards(run):
     world, results = run
     full = torch.randn(sum(range(1, world + 1)), 3, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
@@ -141,5 +155,8 @@ def test_nccl_on_every_gpu_equals_single_process(tmp_path, references):
             torch.testing.assert_close(got["value"], ref["value"], rtol=1e-6, atol=1e-6, msg=f"{name} rank {r}")
             for key, g in ref["grads"].items():
                 torch.testing.assert_close(got["grads"][key], g, rtol=1e-6, atol=1e-6, msg=f"{name} rank {r} {key}")
+    ref = W.train_two_epochs()
     for r, res in enumerate(results):
         torch.testing.assert_close(res["gather"]["grad_uneven"], W.expected_gather_grad(world, r))
+        for key, value in ref["params"].items():
+            torch.testing.assert_close(res["training"]["params"][key], value, rtol=1e-6, atol=1e-6)
