@@ -164,6 +164,9 @@ def barrier() -> None:
         dist.barrier()
 
 
+_DTYPES = (torch.float16, torch.bfloat16, torch.float32, torch.float64)  # codes for the agreement check
+
+
 def _gather_rows(tensor: torch.Tensor, sizes: list[int]) -> torch.Tensor:
     """All-gather (n_r, ...) tensors of per-rank row counts `sizes` into (sum n_r, ...), rank order.
 
@@ -239,11 +242,12 @@ def gather_batch(embeddings: torch.Tensor, labels: torch.Tensor, batch_indices: 
     if not is_distributed():
         return embeddings, labels, batch_indices
     has_indices = int(batch_indices is not None)
-    table = _shard_sizes(embeddings, [embeddings.shape[1], has_indices]).tolist()  # one row per rank
-    if len({row[1] for row in table}) != 1 or len({row[2] for row in table}) != 1:
-        raise ValueError(f"gather_batch: ranks disagree on the embedding size or on passing batch_indices "
-                         f"(per rank [rows, D, has_indices]: {table}); every rank must embed with the same "
-                         f"model and pass batch_indices everywhere or nowhere")
+    dtype_code = _DTYPES.index(embeddings.dtype) if embeddings.dtype in _DTYPES else len(_DTYPES)
+    table = _shard_sizes(embeddings, [embeddings.shape[1], has_indices, dtype_code]).tolist()  # a row per rank
+    if any(len({row[k] for row in table}) != 1 for k in (1, 2, 3)):
+        raise ValueError(f"gather_batch: ranks disagree on the embedding size, on passing batch_indices or on "
+                         f"the dtype (per rank [rows, D, has_indices, dtype code]: {table}); every rank must "
+                         f"embed with the same model and dtype and pass batch_indices everywhere or nowhere")
     sizes = [row[0] for row in table]
     gathered = _AllGatherWithGrad.apply(embeddings, sizes)
     meta = labels.to(torch.long)[:, None]

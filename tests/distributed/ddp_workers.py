@@ -284,6 +284,11 @@ def _error_cases(rd, rank: int, device) -> dict:
         rd.gather_batch(torch.zeros(2, 3, dtype=torch.float64, device=device), torch.tensor([0, 1], device=device), idx)
     except ValueError as err:
         messages["indices"] = str(err)
+    try:
+        dtype = torch.float64 if rank == 0 else torch.float32
+        rd.gather_batch(torch.zeros(2, 3, dtype=dtype, device=device), torch.tensor([0, 1], device=device))
+    except ValueError as err:
+        messages["dtype"] = str(err)
     return messages
 
 

@@ -139,6 +139,7 @@ def test_ranks_that_disagree_all_get_a_value_error(run):
     for res in results:
         assert "disagree on the embedding size" in res["errors"]["dims"]
         assert "batch_indices everywhere or nowhere" in res["errors"]["indices"]
+        assert "disagree on the embedding size, on passing batch_indices or on the dtype" in res["errors"]["dtype"]
 
 
 @pytest.mark.skipif(not torch.cuda.is_available() or torch.cuda.device_count() < 2

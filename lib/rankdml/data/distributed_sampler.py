@@ -5,6 +5,7 @@ from typing import Iterator
 
 from torch.utils.data import Sampler
 
+from rankdml import distributed
 from rankdml.data.samplers import PKSampler
 
 __all__ = ["DistributedPKSampler"]
@@ -34,8 +35,6 @@ class DistributedPKSampler(Sampler[list[int]]):
     def __init__(self, sampler: PKSampler, *, num_replicas: int | None = None, rank: int | None = None):
         if not isinstance(sampler, PKSampler):
             raise ValueError(f"DistributedPKSampler shards a rankdml.data.PKSampler, got {type(sampler).__name__}")
-        from rankdml import distributed  # late import: rankdml.distributed does not need the data package
-
         num_replicas = distributed.world_size() if num_replicas is None else num_replicas
         rank = distributed.rank() if rank is None else rank
         if num_replicas < 1 or not 0 <= rank < num_replicas:
