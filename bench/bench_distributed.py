@@ -1,6 +1,6 @@
 """The global batch's gather against the loss it feeds, on 2 CPU processes (gloo); not a test.
 
-    python bench/bench_distributed.py [--quick] --out DIR
+    python bench/bench_distributed.py [--quick] [--out DIR]
 
 Two processes (torch.multiprocessing spawn, gloo, 1 thread each) hold B/2 embeddings each
 (D = 128, float32, P x K = B/8 classes x 8). Per step and per rank, median over repeats:
@@ -123,7 +123,8 @@ def table(rows: list[dict]) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="B = 384 and 1024 only, 3 repeats")
-    parser.add_argument("--out", required=True, type=Path, help="folder for bench_distributed.json")
+    parser.add_argument("--out", type=Path, default=Path("outputs/bench"),
+                        help="folder for bench_distributed.json (default outputs/bench, so that `make bench` runs it)")
     args = parser.parse_args()
     sizes, repeats = ([384, 1024], 3) if args.quick else ([384, 1024, 2048, 4096], 5)
     args.out.mkdir(parents=True, exist_ok=True)
