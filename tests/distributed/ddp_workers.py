@@ -141,6 +141,7 @@ def _run_world(rank: int, world: int, port: int, out: str, backend: str) -> None
         results["gather"] = _gather_cases(rd, rank, world, device)
         results["eval"] = _eval_case(rd, rank, world, device)
         results["training"] = train_two_epochs(rd, device)
+        results["average"] = _average_case(rd, rank, device)
         results["errors"] = _error_cases(rd, rank, device)
         rd.barrier()
     except Exception:  # keep the traceback: spawn only reports the exception type of one rank
@@ -268,6 +269,15 @@ def _eval_case(rd, rank: int, world: int, device) -> dict:
     return {"shard": (shard.min().item(), shard.max().item() + 1),
             "emb": None if e is None else e.cpu(), "labels": None if y is None else y.cpu(),
             "emb_rank_order": None if e2 is None else e2.cpu(), "expected": (emb, labels)}
+
+
+def _average_case(rd, rank: int, device) -> dict:
+    """average_gradients on gradients that differ between ranks: their mean; no gradient stays None."""
+    holder = nn.Linear(2, 1).double().to(device)
+    criterion = rd.GlobalBatchLoss(holder)
+    holder.weight.grad = torch.full_like(holder.weight, float(rank + 1))
+    criterion.average_gradients()
+    return {"weight_grad": holder.weight.grad.cpu(), "bias_grad_is_none": holder.bias.grad is None}
 
 
 def _error_cases(rd, rank: int, device) -> dict:

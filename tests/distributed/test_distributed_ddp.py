@@ -64,6 +64,13 @@ def test_loss_parameters_are_broadcast_from_rank_0(run):
         assert torch.equal(res["losses"][name]["loss_params"]["beta"], init)
 
 
+def test_average_gradients_averages_what_differs_and_keeps_none(run):
+    world, results = run
+    for res in results:
+        assert torch.equal(res["average"]["weight_grad"], torch.full((1, 2), (world + 1) / 2, dtype=torch.float64))
+        assert res["average"]["bias_grad_is_none"]
+
+
 def test_margin_beta_gets_a_gradient_and_is_compared(references):
     # the per-class β (a loss parameter outside DDP) is among the compared gradients
     assert "loss.beta" in references["margin_per_class_beta+distance_weighted_miner"]["grads"]
