@@ -318,4 +318,5 @@ def expected_equal_grad(world: int, rank: int) -> torch.Tensor:
     return full.grad[2 * rank:2 * rank + 2]
 
 
-__all__ = ["CASES", "train_two_epochs", "spawn", "single_process_reference", "global_batch", "expected_gather_grad", "expected_equal_grad"]
+__all__ = ["CASES", "train_two_epochs", "spawn", "single_process_reference", "global_batch", "expected_gather_grad",
+           "expected_equal_grad"]
