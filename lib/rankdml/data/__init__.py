@@ -18,6 +18,7 @@ from rankdml.data.download import download
 from rankdml.data.embedded import load_emoji, load_fashion
 from rankdml.data.magnet_sampler import MagnetSampler
 from rankdml.data.samplers import PKSampler
+from rankdml.data.distributed_sampler import DistributedPKSampler
 from rankdml.data.transforms import eval_transform, train_transform
 
 #: name -> loader(split, root, transform) -> LabelledDataset
@@ -62,5 +63,6 @@ def evaluation_splits(name: str, root: str | Path | None = None, transform=None)
     return {"val": load_dataset(name, "val", root, transform), "test": test}
 
 
-__all__ = ["DATASETS", "STANDARD_KS", "load_dataset", "evaluation_splits", "download", "PKSampler", "MagnetSampler", "train_transform", "eval_transform",
+__all__ = ["DATASETS", "STANDARD_KS", "load_dataset", "evaluation_splits", "download", "PKSampler", "MagnetSampler",
+           "DistributedPKSampler", "train_transform", "eval_transform",
            "ArrayDataset", "FileDataset", "LabelledDataset"]
