@@ -33,6 +33,8 @@ class TrainState:
 
     step: optimiser steps done so far, counting from 1 after the first step (0 before any).
     epoch: the current epoch, from 1 (0 before training).
+    steps_per_epoch: len(loader) when fit starts (a PKSampler's epochs may differ by a batch or two);
+    total_steps: max_steps if given, else epochs x steps_per_epoch, the expected length of the run.
     embeddings: (B, D) the last batch's embeddings, detached; labels: (B,); batch_indices: (B,)
     the dataset index of every item of the last batch (None when the loader does not yield them).
     """

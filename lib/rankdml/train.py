@@ -269,6 +269,9 @@ def fit(model: nn.Module, loss: nn.Module, loader: DataLoader, *, epochs: int | 
                          f"Use a DataLoader with num_workers=0 for this sampler")
     if epochs is None:
         epochs = math.ceil(max_steps / steps_per_epoch)
+    # Only max_steps stops by count: a PKSampler's epochs differ by a batch or two, so epochs x len(loader)
+    # is the expected length (state.total_steps, for schedules), not a limit.
+    step_limit = max_steps if max_steps is not None else math.inf
     total_steps = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
     device = resolve_device(device)
     if precision == "bf16" and device.type != "cuda":
@@ -356,7 +359,7 @@ def fit(model: nn.Module, loss: nn.Module, loader: DataLoader, *, epochs: int | 
     epoch = first
     # an epoch interrupted after its last step is still finished (record, evaluation, callbacks) on resume
     pending = saved is not None and not position["epoch_finished"]
-    while (epoch == first and pending) or (epoch <= epochs and state.step < total_steps and not state.should_stop):
+    while (epoch == first and pending) or (epoch <= epochs and state.step < step_limit and not state.should_stop):
         state.epoch = epoch
         resumed_here = pending and epoch == first
         if hasattr(sampler, "set_epoch"):
@@ -382,7 +385,7 @@ def fit(model: nn.Module, loss: nn.Module, loader: DataLoader, *, epochs: int | 
             set_rng_state(saved["rng"])
             if sampler_has_state:
                 sampler.load_state_dict(saved["sampler"])
-        for batch in batches if state.step < total_steps and not state.should_stop else ():
+        for batch in batches if state.step < step_limit and not state.should_stop else ():
             images, labels, batch_indices = _unpack(batch)
             if (loss_needs or miner_needs) and batch_indices is None:
                 raise ValueError(f"{type(loss).__name__ if loss_needs else type(miner).__name__} needs the dataset "
@@ -420,10 +423,10 @@ def fit(model: nn.Module, loss: nn.Module, loader: DataLoader, *, epochs: int | 
                 callback.on_step_end(state)
             if ckpt is not None and checkpoint_every_steps and state.step % checkpoint_every_steps == 0:
                 write_checkpoint(epoch_start, total, finished=False)
-            if state.step >= total_steps or state.should_stop:
+            if state.step >= step_limit or state.should_stop:
                 break
         record = {"epoch": epoch, "loss": total / max(state.batch_in_epoch, 1), "seconds": time.perf_counter() - tic}
-        last = epoch == epochs or state.step >= total_steps or state.should_stop
+        last = epoch == epochs or state.step >= step_limit or state.should_stop
         if scheduler is not None and scheduler_interval == "epoch":
             scheduler.step()
         if (eval_sets or evaluators) and (epoch % evaluate_every == 0 or last):
