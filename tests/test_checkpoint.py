@@ -76,12 +76,12 @@ class Interrupt(Callback):
             raise KeyboardInterrupt(f"interrupted at the end of epoch {state.epoch}")
 
 
-def margin_run(epochs, checkpoint_dir=None, interrupt_at=None, every=None, max_steps=None):
+def margin_run(epochs, checkpoint_dir=None, interrupt_at=None, every=None, max_steps=None, workers=0):
     seed_everything(0, threads=1)
     data = with_indices(noisy_toy_dataset())
     model = small_cnn(8, widths=(8, 16), normalize=True)
     loss = MarginLoss(margin=0.2, beta=1.2, sampler=DistanceWeightedSampler(seed=0))
-    loader = DataLoader(data, batch_sampler=PKSampler(data.labels, 3, 4, seed=0))  # 4 batches per epoch
+    loader = DataLoader(data, batch_sampler=PKSampler(data.labels, 3, 4, seed=0), num_workers=workers)  # 4 batches/epoch
     optimizer = torch.optim.SGD([*model.parameters(), *loss.parameters()], lr=1e-2, momentum=0.9)
     scheduler = torch.optim.lr_scheduler.StepLR(optimizer, step_size=1, gamma=0.9)
     callbacks = [RandomLR(), Interrupt(interrupt_at)]
@@ -143,6 +143,14 @@ def test_resume_in_the_middle_of_an_epoch_equals_the_uninterrupted_run(straight,
     assert not saved["epoch_finished"] and saved["step"] == saved_step
     resumed = margin_run(3, checkpoint_dir=tmp_path, every=every)
     assert_same_run(resumed, straight)
+
+
+def test_resume_in_the_middle_of_an_epoch_with_workers(tmp_path):
+    """Worker processes augment with seeds drawn when the epoch's iterator starts: replayed identically."""
+    straight_with_workers = margin_run(2, workers=2)
+    with pytest.raises(KeyboardInterrupt):
+        margin_run(2, checkpoint_dir=tmp_path, interrupt_at=7, every=1, workers=2)
+    assert_same_run(margin_run(2, checkpoint_dir=tmp_path, every=1, workers=2), straight_with_workers)
 
 
 def test_max_steps_then_resume(tmp_path):

@@ -109,7 +109,9 @@ def evaluate_splits(model: nn.Module, eval_sets: Mapping[str, EvalSet], *, ks: S
 
 
 def _run_evaluators(state: TrainState, evaluators: Mapping[str, Evaluator]) -> dict[str, float]:
-    out = {}
+    out: dict[str, float] = {}
+    if not evaluators:
+        return out
     was_training = state.model.training, state.loss.training
     state.model.eval()
     state.loss.eval()
