@@ -320,6 +320,7 @@ def fit(model: nn.Module, loss: nn.Module, loader: DataLoader, *, epochs: int | 
             "callbacks": [c.state_dict() for c in callbacks], "rng": rng_state(),
             "step": state.step, "epoch": state.epoch, "batches_done": state.batch_in_epoch, "epoch_finished": finished,
             "loss_sum": loss_sum, "epoch_start_rng": epoch_start, "stopped": state.should_stop,
+            "last_eval": {k: _plain(v) for k, v in state.last_eval.items()} if state.last_eval is not None else None,
             "history": _plain_records(history.records), "step_records": _plain_records(history.step_records)})
 
     for callback in callbacks:
@@ -348,6 +349,7 @@ def fit(model: nn.Module, loss: nn.Module, loader: DataLoader, *, epochs: int | 
         history.records[:] = saved["history"]
         history.step_records[:] = saved["step_records"]
         state.step, state.epoch, state.should_stop = saved["step"], saved["epoch"], saved["stopped"]
+        state.last_eval = saved["last_eval"]
         position = {k: saved[k] for k in position}
         if position["epoch_finished"]:  # a mid-epoch resume restores these after replaying the epoch's batches
             set_rng_state(saved["rng"])
@@ -381,8 +383,11 @@ def fit(model: nn.Module, loss: nn.Module, loader: DataLoader, *, epochs: int | 
         batches = iter(progress_bar(loader, desc=f"epoch {epoch}", leave=False, disable=bars))
         total, tic = 0.0, time.perf_counter()
         if resumed_here:
-            for _ in range(position["batches_done"]):
-                next(batches)  # fetched (augmentation runs), not trained on: the model does not see them
+            for done in range(position["batches_done"]):
+                # fetched (the augmentation runs, consuming its random numbers), not trained on
+                if next(batches, None) is None:
+                    raise ValueError(f"the checkpoint was written after {position['batches_done']} batches of epoch "
+                                     f"{epoch}, but the loader now yields only {done} in that epoch")
             state.batch_in_epoch, total = position["batches_done"], position["loss_sum"]
             set_rng_state(saved["rng"])
             if sampler_has_state:
