@@ -13,6 +13,7 @@ import contextlib
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
@@ -435,7 +436,10 @@ def fit(model: nn.Module, loss: nn.Module, loader: DataLoader, *, epochs: int | 
         record = {"epoch": epoch, "loss": total / max(state.batch_in_epoch, 1), "seconds": time.perf_counter() - tic}
         last = epoch == epochs or state.step >= step_limit or state.should_stop
         if scheduler is not None and scheduler_interval == "epoch":
-            scheduler.step()
+            with warnings.catch_warnings():
+                if resumed_here:  # torch warns when no optimizer.step() ran in this process yet: expected here
+                    warnings.filterwarnings("ignore", message=r"Detected call of `lr_scheduler.step\(\)` before")
+                scheduler.step()
         if (eval_sets or evaluators) and (epoch % evaluate_every == 0 or last):
             record.update(run_evaluation())
         history.records.append(record)
