@@ -183,6 +183,37 @@ def _configuration(model, loss, optimizer, scheduler, scheduler_interval, miner,
     }
 
 
+def _optimiser_step(batch: Any, state: TrainState, autocast: Callable, precision: str, loss_needs: bool,
+                    miner_needs: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """One batch: forward, (mining), loss, backward, optimiser step. Returns (embeddings, labels, indices, loss)."""
+    model, loss, miner, device = state.model, state.loss, state.miner, state.device
+    images, labels, batch_indices = _unpack(batch)
+    if (loss_needs or miner_needs) and batch_indices is None:
+        raise ValueError(f"{type(loss).__name__ if loss_needs else type(miner).__name__} needs the dataset "
+                         f"index of every batch item; build the loader on rankdml.data.with_indices(dataset)")
+    images, labels = images.to(device), labels.to(device)
+    batch_indices = batch_indices.to(device) if batch_indices is not None else None
+    with autocast():
+        embeddings = model(images)
+    if precision == "bf16":
+        embeddings = embeddings.float()  # ranking losses (exp, sorting, small margins) in float32
+    kwargs = {}
+    if miner is not None:
+        kwargs["indices"] = (miner(embeddings, labels, batch_indices=batch_indices) if miner_needs
+                             else miner(embeddings, labels))
+    if loss_needs:
+        kwargs["batch_indices"] = batch_indices
+    value = loss(embeddings, labels, **kwargs)
+    if not torch.isfinite(value):
+        raise NonFiniteLossError(f"the loss became {value.item()} at epoch {state.epoch}, batch "
+                                 f"{state.batch_in_epoch} (step {state.step + 1}); lower the learning "
+                                 f"rate or check the loss's inputs")
+    state.optimizer.zero_grad(set_to_none=True)
+    value.backward()
+    state.optimizer.step()
+    return embeddings, labels, batch_indices, value
+
+
 # --------------------------------------------------------------------------------------------------
 # the loop
 # --------------------------------------------------------------------------------------------------
@@ -394,30 +425,8 @@ def fit(model: nn.Module, loss: nn.Module, loader: DataLoader, *, epochs: int | 
             if sampler_has_state:
                 sampler.load_state_dict(saved["sampler"])
         for batch in batches if state.step < step_limit and not state.should_stop else ():
-            images, labels, batch_indices = _unpack(batch)
-            if (loss_needs or miner_needs) and batch_indices is None:
-                raise ValueError(f"{type(loss).__name__ if loss_needs else type(miner).__name__} needs the dataset "
-                                 f"index of every batch item; build the loader on rankdml.data.with_indices(dataset)")
-            images, labels = images.to(device), labels.to(device)
-            batch_indices = batch_indices.to(device) if batch_indices is not None else None
-            with autocast():
-                embeddings = model(images)
-            if precision == "bf16":
-                embeddings = embeddings.float()  # ranking losses (exp, sorting, small margins) in float32
-            kwargs = {}
-            if miner is not None:
-                kwargs["indices"] = (miner(embeddings, labels, batch_indices=batch_indices) if miner_needs
-                                     else miner(embeddings, labels))
-            if loss_needs:
-                kwargs["batch_indices"] = batch_indices
-            value = loss(embeddings, labels, **kwargs)
-            if not torch.isfinite(value):
-                raise NonFiniteLossError(f"the loss became {value.item()} at epoch {epoch}, batch "
-                                         f"{state.batch_in_epoch} (step {state.step + 1}); lower the learning "
-                                         f"rate or check the loss's inputs")
-            optimizer.zero_grad(set_to_none=True)
-            value.backward()
-            optimizer.step()
+            embeddings, labels, batch_indices, value = _optimiser_step(batch, state, autocast, precision, loss_needs,
+                                                                      miner_needs)
             state.loss_value = value.item()
             total += state.loss_value
             state.step += 1
