@@ -51,7 +51,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from rankdml import reproducible
 from rankdml._faiss import import_faiss
-from rankdml.runtime import progress, resolve_device
+from rankdml.runtime import progress as progress_bar, resolve_device
 
 __all__ = [
     "retrieval_metrics", "query_gallery_metrics", "embed", "evaluate",
@@ -530,12 +530,13 @@ def query_gallery_metrics(query_emb: ArrayLike, query_labels: ArrayLike, gallery
 # --------------------------------------------------------------------------------------------------
 
 def embed(model: nn.Module, dataset: Dataset, *, batch_size: int = 256, device: str | torch.device = "auto",
-          num_workers: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+          num_workers: int = 0, progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Embed a data set of (input, label) items in order.
 
     The model is put in eval mode (BatchNorm statistics, dropout off) under torch.no_grad() and
     moved to `device` (resolved by `rankdml.runtime.resolve_device`); its training mode is restored
-    afterwards. Returns (embeddings (N, D) float32 on the CPU, labels (N,) int64).
+    afterwards. `progress=False` hides the progress bar. Returns (embeddings (N, D) float32 on the
+    CPU, labels (N,) int64).
     """
     dev = resolve_device(device)
     loader = DataLoader(dataset, batch_size=batch_size, shuffle=False, num_workers=num_workers)
@@ -546,7 +547,7 @@ def embed(model: nn.Module, dataset: Dataset, *, batch_size: int = 256, device: 
     labs: list[torch.Tensor] = []
     try:
         with torch.no_grad():
-            for batch in progress(loader, desc="embed", leave=False):
+            for batch in progress_bar(loader, desc="embed", leave=False, disable=None if progress else True):
                 x, y = batch[0], batch[1]
                 out = model(x.to(dev, non_blocking=True))
                 if out.dim() != 2:
@@ -562,13 +563,14 @@ def embed(model: nn.Module, dataset: Dataset, *, batch_size: int = 256, device: 
 
 def evaluate(model: nn.Module, dataset: Dataset, ks: Sequence[int] = (1, 2, 4, 8), *,
              gallery: Dataset | None = None, batch_size: int = 256, device: str | torch.device = "auto",
-             nmi: bool = True, seed: int = 0, backend: Backend = "auto") -> dict[str, float]:
+             nmi: bool = True, seed: int = 0, backend: Backend = "auto", progress: bool = True) -> dict[str, float]:
     """Embed `dataset` and return `retrieval_metrics` (leave-one-out).
 
     With `gallery`, `dataset` is the query set and the result is `query_gallery_metrics` (no NMI).
+    `progress=False` hides the embedding bars.
     """
-    emb, lab = embed(model, dataset, batch_size=batch_size, device=device)
+    emb, lab = embed(model, dataset, batch_size=batch_size, device=device, progress=progress)
     if gallery is None:
         return retrieval_metrics(emb, lab, ks, nmi=nmi, seed=seed, backend=backend)
-    g_emb, g_lab = embed(model, gallery, batch_size=batch_size, device=device)
+    g_emb, g_lab = embed(model, gallery, batch_size=batch_size, device=device, progress=progress)
     return query_gallery_metrics(emb, lab, g_emb, g_lab, ks, backend=backend)

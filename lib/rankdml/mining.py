@@ -134,7 +134,12 @@ class DistanceWeightedSampler:
         num_negatives: negatives per anchor. ``None`` (default, as the reference code): as many as
             the anchor has positives, :math:`K_a - 1`, and triplet j pairs the j-th positive with
             the j-th negative. An int m: m negatives per anchor, the anchor's positives cycled.
-        generator: a ``torch.Generator`` on the embeddings' device, for reproducible draws.
+        seed: reproducible draws from a generator that the sampler creates, seeded with `seed`, on the
+            device of the first batch it sees (so it works on CUDA as on the CPU). Default None.
+        generator: or an explicit ``torch.Generator``; best on the embeddings' device. One on another
+            device (a CPU generator with CUDA embeddings) still works: the draw is made on the
+            generator's device and the indices are moved to the embeddings' device.
+            Neither `seed` nor `generator`: torch's global generator of the embeddings' device.
 
     Returns (on call) `(anchor_idx, pos_idx, neg_idx)`. Negatives are drawn with replacement, as in
     the reference code (``np.random.choice``). Only anchors with at least one positive get triplets.
@@ -143,6 +148,8 @@ class DistanceWeightedSampler:
         embeddings (B, D), L2-normalised (the density is the unit sphere's; D = n); labels (B,).
 
     Notes:
+        - ``state_dict()`` / ``load_state_dict()`` save and restore the generator, so a training
+          checkpoint (`rankdml.checkpoint`) resumes the same draws.
         - Fallback: a row whose negatives are all at :math:`d \\ge c_{nz}` has no admissible
           negative; it samples uniformly over the anchor's negatives (the MXNet code falls back to
           uniform over the *whole* batch, positives included). Needs at least two classes.
@@ -155,17 +162,43 @@ class DistanceWeightedSampler:
     """
 
     def __init__(self, *, cutoff: float = 0.5, nonzero_loss_cutoff: float = 1.4,
-                 num_negatives: int | None = None, generator: torch.Generator | None = None):
+                 num_negatives: int | None = None, seed: int | None = None,
+                 generator: torch.Generator | None = None):
         if num_negatives is not None and num_negatives < 1:
             raise ValueError(f"num_negatives must be None or a positive int, got {num_negatives}")
+        if seed is not None and generator is not None:
+            raise ValueError("DistanceWeightedSampler: pass either seed or generator, not both")
         self.cutoff = cutoff
         self.nonzero_loss_cutoff = nonzero_loss_cutoff
         self.num_negatives = num_negatives
+        self.seed = seed
         self.generator = generator
+
+    def _generator_for(self, device: torch.device) -> torch.Generator | None:
+        if self.generator is None and self.seed is not None:
+            # created lazily: the data's device is known only at the first call
+            self.generator = torch.Generator(device=device).manual_seed(self.seed)
+        return self.generator
+
+    def state_dict(self) -> dict:
+        """The generator's state (None when the global generator is used), for checkpoints."""
+        if self.generator is None:
+            return {"generator": None, "device": None}
+        return {"generator": self.generator.get_state(), "device": str(self.generator.device)}
+
+    def load_state_dict(self, state: dict) -> None:
+        if state["generator"] is None:
+            return
+        if self.generator is None:
+            self.generator = torch.Generator(device=state["device"])
+        elif str(self.generator.device) != state["device"]:
+            raise ValueError(f"DistanceWeightedSampler: the saved generator lived on {state['device']}, this "
+                             f"one on {self.generator.device}; create the sampler with seed= to let it follow")
+        self.generator.set_state(state["generator"])
 
     def __repr__(self) -> str:
         return (f"DistanceWeightedSampler(cutoff={self.cutoff}, nonzero_loss_cutoff={self.nonzero_loss_cutoff}, "
-                f"num_negatives={self.num_negatives})")
+                f"num_negatives={self.num_negatives}, seed={self.seed})")
 
     @torch.no_grad()
     def weights(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
@@ -196,8 +229,10 @@ class DistanceWeightedSampler:
             empty = labels.new_empty(0, dtype=torch.long)
             return empty, empty, empty
         per_anchor = n_pos[anchors] if self.num_negatives is None else torch.full_like(anchors, self.num_negatives)
-        draws = torch.multinomial(probs[anchors], int(per_anchor.max()), replacement=True,
-                                  generator=self.generator)  # (A, M)
+        gen = self._generator_for(probs.device)
+        on = gen.device if gen is not None else probs.device  # torch.multinomial needs both on one device
+        draws = torch.multinomial(probs[anchors].to(on), int(per_anchor.max()), replacement=True,
+                                  generator=gen).to(probs.device)  # (A, M)
         a = torch.repeat_interleave(anchors, per_anchor)  # (T,)
         row = torch.repeat_interleave(torch.arange(anchors.numel(), device=labels.device), per_anchor)
         start = torch.cumsum(per_anchor, 0) - per_anchor

@@ -12,7 +12,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Callable
 
-from rankdml.data.base import ArrayDataset, FileDataset, LabelledDataset
+from rankdml.data.base import ArrayDataset, FileDataset, IndexedDataset, LabelledDataset, with_indices
 from rankdml.data.benchmarks import load_cars196, load_cub200, load_inshop, load_sop
 from rankdml.data.download import download
 from rankdml.data.embedded import load_emoji, load_fashion
@@ -65,4 +65,4 @@ def evaluation_splits(name: str, root: str | Path | None = None, transform=None)
 
 __all__ = ["DATASETS", "STANDARD_KS", "load_dataset", "evaluation_splits", "download", "PKSampler", "MagnetSampler",
            "DistributedPKSampler", "train_transform", "eval_transform",
-           "ArrayDataset", "FileDataset", "LabelledDataset"]
+           "ArrayDataset", "FileDataset", "LabelledDataset", "IndexedDataset", "with_indices"]

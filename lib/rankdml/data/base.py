@@ -84,3 +84,39 @@ class FileDataset(LabelledDataset):
         if self.transform is not None:
             image = self.transform(image)
         return image, int(self.labels[index])
+
+
+class IndexedDataset(Dataset):
+    """A data set whose items carry their own index: `(image, label, index)`.
+
+    Made by `with_indices(dataset)`. Losses, miners and callbacks that look items up by dataset
+    index (Magnet's cluster assignment, per-item statistics) get them through
+    `rankdml.train.fit`, which reads the third element of every batch as `state.batch_indices`.
+    Every other attribute (`labels`, `class_names`, `num_classes`, ...) is the wrapped data set's,
+    so samplers are built exactly as before: `PKSampler(indexed.labels, P, K)`.
+    """
+
+    def __init__(self, dataset: Dataset):
+        if isinstance(dataset, IndexedDataset):
+            raise ValueError("the data set already yields its indices; do not wrap it twice")
+        self.dataset = dataset
+
+    def __getitem__(self, index: int):
+        image, label = self.dataset[index][:2]
+        return image, label, index
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name: str):
+        if name == "dataset":  # not set yet (e.g. while unpickling in a DataLoader worker)
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __repr__(self) -> str:
+        return f"with_indices({self.dataset!r})"
+
+
+def with_indices(dataset: Dataset) -> IndexedDataset:
+    """Wrap any data set of `(image, label)` items so that its items are `(image, label, index)`."""
+    return IndexedDataset(dataset)

@@ -2,6 +2,13 @@
 
 Ranking losses need positives and negatives inside every batch, so batches are built from
 P = `num_classes_per_batch` classes with K = `samples_per_class` images each (B = P K).
+
+The protocol `rankdml.train.fit` relies on: a batch sampler may have `set_epoch(e)` (the batches
+of epoch e, also after a resume), `state_dict()` / `load_state_dict()` (saved in checkpoints),
+and the class attribute `updates_during_epoch`: True for a sampler that a callback changes
+between steps (Magnet's cluster sampler). Such a sampler must draw each batch when it is asked
+for it (lazily, in `__iter__`), and `fit` refuses a loader with worker processes for it, because
+workers ask for batches ahead of time and would not see the update.
 """
 from __future__ import annotations
 
@@ -32,6 +39,8 @@ class PKSampler(Sampler[list[int]]):
 
     Batches come out as lists of P*K indices, the K items of a class next to each other.
     """
+
+    updates_during_epoch = False  # its batches depend only on (seed, epoch): workers may prefetch them
 
     def __init__(self, labels: Sequence[int], num_classes_per_batch: int, samples_per_class: int, *,
                  allow_replacement: bool = False, seed: int = 0):

@@ -31,7 +31,7 @@ class MarginLoss(nn.Module):
         margin: :math:`\\alpha`. Default 0.2 (paper).
         beta: initial :math:`\\beta`. Default 1.2 (paper).
         learn_beta: make β an ``nn.Parameter`` (else a buffer). Default True (paper). Give it its own
-            learning rate with :func:`param_groups`.
+            learning rate with :func:`rankdml.optim.parameter_groups` (``loss_lr=``).
         num_classes: one β per training class, indexed by the anchor's label (labels must lie in
             [0, num_classes)); ``None`` (default): one global β.
         nu: :math:`\\nu`, weight of the β penalty. Default 0 (paper's experiments).
@@ -108,19 +108,20 @@ class MarginLoss(nn.Module):
 
 def param_groups(model: nn.Module, loss: nn.Module, *, lr: float, beta_lr: float,
                  weight_decay: float = 0.0) -> list[dict]:
-    """Optimizer parameter groups giving a :class:`MarginLoss`'s β its own learning rate and no weight decay.
+    """Deprecated: use :func:`rankdml.optim.parameter_groups` (``loss_lr=beta_lr, loss_weight_decay=0.0``).
 
-    Example::
-
-        opt = torch.optim.Adam(param_groups(model, loss, lr=1e-5, beta_lr=5e-4))
-
-    Other learnable parameters of `loss` (if any) join the model's group. Works for any loss: without
-    a learnable ``beta`` a single group is returned.
+    Kept for old code: gives a learnable ``beta`` of `loss` the rate `beta_lr` and no weight decay;
+    other parameters of `loss` (if any) keep `lr` and `weight_decay`, as before.
     """
+    import warnings
+
+    from rankdml.optim import parameter_groups
+
+    warnings.warn("rankdml.losses.param_groups is deprecated; use rankdml.optim.parameter_groups(model, loss, "
+                  "lr=..., loss_lr=..., loss_weight_decay=0.0)", DeprecationWarning, stacklevel=2)
     beta = getattr(loss, "beta", None)
-    learnable_beta = isinstance(beta, nn.Parameter)
-    others = [q for q in loss.parameters() if not (learnable_beta and q is beta)]
-    groups = [{"params": list(model.parameters()) + others, "lr": lr, "weight_decay": weight_decay}]
-    if learnable_beta:
-        groups.append({"params": [beta], "lr": beta_lr, "weight_decay": 0.0})
-    return groups
+    if not isinstance(beta, nn.Parameter):
+        return parameter_groups(model, loss, lr=lr, weight_decay=weight_decay)
+    others = nn.ParameterList([q for q in loss.parameters() if q is not beta])
+    groups = parameter_groups(nn.ModuleList([model, others]), lr=lr, weight_decay=weight_decay)
+    return groups + [{"name": "loss", "params": [beta], "lr": beta_lr, "weight_decay": 0.0}]
