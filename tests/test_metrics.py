@@ -78,6 +78,72 @@ def test_retrieval_matches_brute_force(backend):
             assert isinstance(v, float) and 0.0 <= v <= 1.0, what
 
 
+def tie_heavy_layouts(rng):
+    """Leave-one-out cases where the order among equal distances decides the metrics."""
+    yield from layouts(rng)
+    x = rng.integers(0, 2, (200, 3)).astype(np.float32)  # 8 distinct points, ~25 copies each
+    yield x, rng.integers(0, 30, 200), "8 points, 30 classes"
+    x = rng.integers(-1, 2, (300, 2)).astype(np.float32) * 0.5
+    yield x, np.repeat(np.arange(60), 5), "grid, classes of 5 (SOP-like)"
+    x = np.zeros((40, 4), dtype=np.float32)
+    yield x, rng.integers(0, 4, 40), "all identical"
+
+
+def test_rank_search_matches_topk_search_on_ties():
+    """The first-positive-rank search gives the old top-K_max search's values to the last digit."""
+    from tests.reference.metrics import topk_retrieval_metrics
+
+    rng = np.random.default_rng(5)
+    for x, y, what in tie_heavy_layouts(rng):
+        for ks in [(1, 2, 4, 8), (1, 10, len(y) - 1)]:
+            got = M.retrieval_metrics(x, y, ks, nmi=False, backend="torch")
+            assert got == topk_retrieval_metrics(x, y, ks), (what, ks)  # exact, not approx
+            assert_close(got, ref_metrics(x, y, x, y, ks, exclude_self=True))
+
+
+def test_rank_search_matches_topk_search_on_continuous_data():
+    """Several blocks, the band of undecided items in use, ranks in the hundreds: still equal."""
+    from tests.reference.metrics import topk_retrieval_metrics
+
+    rng = np.random.default_rng(6)
+    x = rng.standard_normal((2500, 24)).astype(np.float32)
+    y = rng.permutation(np.concatenate([np.arange(450), rng.integers(0, 450, 2048), [1000, 1001]]))
+    ks = (1, 10, 100, 1000)
+    old_block = M._BLOCK_ELEMENTS
+    try:
+        M._BLOCK_ELEMENTS = 300 * 2500  # 9 row blocks: exercises the column direction
+        got = M.retrieval_metrics(x, y, ks, nmi=False, backend="torch")
+    finally:
+        M._BLOCK_ELEMENTS = old_block
+    assert got == topk_retrieval_metrics(x, y, ks)
+
+
+def test_first_positive_rank_against_brute_force():
+    rng = np.random.default_rng(7)
+    x = rng.integers(-2, 3, (150, 2)).astype(np.float32)
+    y = rng.integers(0, 12, 150)
+    pairs = M._positive_pairs(y)
+    _, _, rank = M._loo_search(x, y, 4, pairs)
+    order = ref_order(x, x, True)
+    for i in range(len(y)):
+        rel = y[order[i]] == y[i]
+        if rel.any():
+            assert rank[i] == np.argmax(rel), i
+
+
+def test_positive_pairs_and_fallback(monkeypatch):
+    y = np.array([3, 1, 3, 3, 7, 1])
+    a, b = M._positive_pairs(y)
+    assert sorted(zip(a.tolist(), b.tolist())) == sorted(
+        (i, j) for i in range(6) for j in range(6) if i != j and y[i] == y[j])
+    x = np.random.default_rng(8).integers(0, 2, (60, 2)).astype(np.float32)
+    y = np.random.default_rng(9).integers(0, 5, 60)
+    fast = M.retrieval_metrics(x, y, (1, 5, 20), nmi=False, backend="torch")
+    monkeypatch.setattr(M, "_MAX_POSITIVE_PAIRS", 10)  # too many pairs: the top-K_max search
+    assert M._positive_pairs(y) is None
+    assert M.retrieval_metrics(x, y, (1, 5, 20), nmi=False, backend="torch") == fast
+
+
 @pytest.mark.parametrize("backend", BACKENDS)
 def test_neighbours_follow_tie_rule(backend):
     rng = np.random.default_rng(1)
