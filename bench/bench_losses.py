@@ -1,33 +1,32 @@
-"""Time forward + backward of every loss on CPU (not a test).
+"""Forward + backward of every loss of rankdml against pytorch-metric-learning's (PML 2.9.0) same loss.
 
-    python bench/bench_losses.py [--threads N] [--repeats R]
+    python bench/bench_losses.py [--quick] --out DIR      -> DIR/bench_losses.json + a markdown table
 
-Batches: B = 120 (20 classes x 6; N-pairs/angular 60 x 2) and B = 512 (64 x 8; N-pairs/angular
-256 x 2), D = 128, L2-normalised random embeddings, float32. Prints the median time in ms.
+One thread (the issue's protocol), float32, L2-normalised random embeddings, identical inputs for
+both libraries. Batches: B = 120 (20 classes x 6; N-pairs/angular 60 pairs) and B = 512 (64 x 8;
+256 pairs), D = 128 and 512 (quick: B = 120, D = 128). Settings are mapped to PML's as the tests in
+tests/losses/ map them (Euclidean `LpDistance(normalize_embeddings=False)`, same margins); where
+PML's loss is a different definition (semi-hard selection, angular, margin over all triplets) the
+row says so. Time: median of interleaved runs (ours, theirs, ours, ...). Memory: peak resident
+memory added by one forward + backward (`_common.peak_rss_mb`: the kernel's high-water mark, reset
+before the call), ~0 for the small cases (page resolution).
+Target (issue 17): ours <= 1.0x PML's time and memory.
 """
 from __future__ import annotations
 
-import argparse
-import statistics
-import time
+import os
+import sys
+from pathlib import Path
 
 import torch
 
-from rankdml.losses import make_loss
-from rankdml.mining import DistanceWeightedSampler
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import _common as C  # noqa: E402
 
-CONFIGS = [
-    ("contrastive", {}),
-    ("triplet", {"mining": "all"}),
-    ("triplet", {"mining": "batch_hard"}),
-    ("triplet", {"mining": "semi_hard"}),
-    ("lifted", {}),
-    ("lifted", {"smooth": True}),
-    ("npairs", {}),
-    ("angular", {"combine_npairs": True}),
-    ("margin", {}),
-    ("margin", {"sampler": "distance_weighted"}),
-]
+from rankdml.losses import NormSoftmaxLoss, make_loss  # noqa: E402
+from rankdml.mining import DistanceWeightedSampler  # noqa: E402
+
+MEM_SLACK_MB = 0.5  # ru_maxrss is page-granular and noisy below this
 
 
 def batch(num_classes: int, per_class: int, dim: int, seed: int = 0):
@@ -38,40 +37,85 @@ def batch(num_classes: int, per_class: int, dim: int, seed: int = 0):
     return x, labels
 
 
-def time_loss(loss, x, y, repeats: int) -> float:
-    times = []
-    for i in range(repeats + 2):
+def configs(dim: int, num_classes: int):
+    """(label, ours, theirs (callable(e, y) -> loss) or None, pair layout?, note)."""
+    from pytorch_metric_learning import distances as pd
+    from pytorch_metric_learning import losses as pl
+    from pytorch_metric_learning import miners as pm
+    from pytorch_metric_learning.reducers import MeanReducer
+
+    l2 = pd.LpDistance(normalize_embeddings=False)
+    sq = pd.LpDistance(normalize_embeddings=False, power=2)
+
+    def mined(loss, miner):
+        return lambda e, y: loss(e, y, miner(e, y))
+
+    yield ("contrastive", make_loss("contrastive"),
+           pl.ContrastiveLoss(pos_margin=0.0, neg_margin=1.0, distance=l2), False,
+           "PML: no square, averages non-zero terms (reducer cost only)")
+    yield ("triplet (all)", make_loss("triplet", mining="all"),
+           pl.TripletMarginLoss(margin=0.2, distance=l2, reducer=MeanReducer()), False, "")
+    yield ("triplet (batch_hard)", make_loss("triplet", mining="batch_hard"),
+           mined(pl.TripletMarginLoss(margin=0.2, distance=l2, reducer=MeanReducer()), pm.BatchHardMiner(distance=l2)),
+           False, "PML: BatchHardMiner + TripletMarginLoss")
+    yield ("triplet (semi_hard)", make_loss("triplet", mining="semi_hard"),
+           mined(pl.TripletMarginLoss(margin=0.2, distance=sq, reducer=MeanReducer()),
+                 pm.TripletMarginMiner(margin=0.2, type_of_triplets="semihard", distance=sq)),
+           False, "PML's semihard miner keeps every semi-hard triplet (FaceNet), ours one per pair (TF)")
+    yield ("lifted", make_loss("lifted"), pl.LiftedStructureLoss(neg_margin=1.0, pos_margin=0.0, distance=l2),
+           False, "")
+    yield ("lifted (smooth)", make_loss("lifted", smooth=True),
+           pl.GeneralizedLiftedStructureLoss(neg_margin=1.0, pos_margin=0.0, distance=l2), False,
+           "PML: GeneralizedLiftedStructureLoss")
+    yield ("npairs", make_loss("npairs"), pl.NPairsLoss(), True, "")
+    yield ("angular (+npairs)", make_loss("angular", combine_npairs=True), pl.AngularLoss(alpha=45), True,
+           "PML's angular uses all other-class samples: a different definition")
+    yield ("margin", make_loss("margin"), pl.MarginLoss(margin=0.2, beta=1.2, distance=l2), False,
+           "PML: every triplet, ours every pair once")
+    yield ("margin (distance_weighted)",
+           make_loss("margin", sampler=DistanceWeightedSampler(generator=torch.Generator().manual_seed(0))),
+           mined(pl.MarginLoss(margin=0.2, beta=1.2, distance=l2), pm.DistanceWeightedMiner(cutoff=0.5,
+                                                                                             nonzero_loss_cutoff=1.4)),
+           False, "PML: DistanceWeightedMiner + MarginLoss")
+    yield ("norm_softmax", NormSoftmaxLoss(num_classes, dim, temperature=0.05),
+           pl.NormalizedSoftmaxLoss(num_classes, dim, temperature=0.05), False, "")
+
+
+def fwd_bwd(loss, x, y):
+    def run():
         e = x.clone().requires_grad_(True)
-        t0 = time.perf_counter()
         loss(e, y).backward()
-        if i >= 2:  # two warm-up runs
-            times.append(time.perf_counter() - t0)
-    return 1e3 * statistics.median(times)
+    return run
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--repeats", type=int, default=10)
-    parser.add_argument("--dim", type=int, default=128)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = C.parse_args(__doc__)
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") != "65536":
+        # glibc would keep freed blocks in its heap (raising its mmap threshold as it goes), and a
+        # later allocation reusing them adds nothing to the resident size: with a fixed threshold
+        # every tensor >= 64 KiB is its own mapping, given back when freed, and ru_maxrss sees it
+        os.execve(sys.executable, [sys.executable] + sys.argv, {**os.environ, "MALLOC_MMAP_THRESHOLD_": "65536"})
+    only = os.environ.get("RANKDML_BENCH_ONLY", "")  # substring filter on the case names, for development
+    torch.set_num_threads(1)  # the issue's protocol
     layouts = {120: ((20, 6), (60, 2)), 512: ((64, 8), (256, 2))}
-    print(f"torch {torch.__version__}, {args.threads} threads, D = {args.dim}, median of {args.repeats} "
-          f"(forward + backward, ms)")
-    x, y = batch(20, 6, args.dim)
-    time_loss(make_loss("contrastive"), x, y, 5)  # warm up the allocator and the kernels once
-    print(f"{'loss':38s} {'B=120':>9s} {'B=512':>9s}")
-    for name, kw in CONFIGS:
-        row = []
-        for B, (pk, pairs) in layouts.items():
-            x, y = batch(*(pairs if name in ("npairs", "angular") else pk), args.dim)
-            kwargs = dict(kw)
-            if kwargs.get("sampler") == "distance_weighted":
-                kwargs["sampler"] = DistanceWeightedSampler(generator=torch.Generator().manual_seed(0))
-            row.append(time_loss(make_loss(name, **kwargs), x, y, args.repeats))
-        label = name + (f" ({', '.join(f'{k}={v}' for k, v in kw.items())})" if kw else "")
-        print(f"{label:38s} {row[0]:9.2f} {row[1]:9.2f}")
+    sizes = [(120, 128)] if args.quick else [(120, 128), (120, 512), (512, 128), (512, 512)]
+    repeats = 5 if args.quick else 15
+    rows = []
+    for B, D in sizes:
+        pk, pairs = layouts[B]
+        for label, ours, theirs, pair_layout, note in configs(D, pk[0]):
+            if only not in label:
+                continue
+            x, y = batch(*(pairs if pair_layout else pk), D)
+            fns = {"ours": fwd_bwd(ours, x, y), "theirs": fwd_bwd(theirs, x, y)}
+            mem = {k: C.peak_rss_mb(f) for k, f in fns.items()}
+            t = C.interleaved_medians(fns, repeats, budget_s=20.0)
+            met = t["ours"] <= t["theirs"] and (mem["ours"] is None or mem["theirs"] is None
+                                                or mem["ours"] <= mem["theirs"] + MEM_SLACK_MB)
+            rows.append(C.row(f"{label}, B={B}, D={D}", t["ours"], t["theirs"], None, mem["ours"], mem["theirs"],
+                              "<= 1.0x PML time and memory", met, note))
+            print(f"  {rows[-1]['case']}: {t['ours'] * 1e3:.2f} ms vs {t['theirs'] * 1e3:.2f} ms", flush=True)
+    C.write(args.out, "losses", rows)
 
 
 if __name__ == "__main__":
