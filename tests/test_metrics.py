@@ -89,7 +89,17 @@ def tie_heavy_layouts(rng):
     yield x, rng.integers(0, 4, 40), "all identical"
 
 
-def test_rank_search_matches_topk_search_on_ties():
+@pytest.fixture
+def rank_search(monkeypatch):
+    """Use the first-positive-rank search whatever the ks (by default only when max(ks) >> R_max)."""
+    monkeypatch.setattr(M, "_RANK_SEARCH_MIN_RATIO", 0)
+    calls = []
+    real = M._loo_search
+    monkeypatch.setattr(M, "_loo_search", lambda *a: calls.append(1) or real(*a))
+    return calls
+
+
+def test_rank_search_matches_topk_search_on_ties(rank_search):
     """The first-positive-rank search gives the old top-K_max search's values to the last digit."""
     from tests.reference.metrics import topk_retrieval_metrics
 
@@ -97,12 +107,15 @@ def test_rank_search_matches_topk_search_on_ties():
     for x, y, what in tie_heavy_layouts(rng):
         for ks in [(1, 2, 4, 8), (1, 10, len(y) - 1)]:
             got = M.retrieval_metrics(x, y, ks, nmi=False, backend="torch")
+            assert rank_search.pop(), "the rank search was not used"
             assert got == topk_retrieval_metrics(x, y, ks), (what, ks)  # exact, not approx
             assert_close(got, ref_metrics(x, y, x, y, ks, exclude_self=True))
 
 
 def test_rank_search_matches_topk_search_on_continuous_data():
-    """Several blocks, the band of undecided items in use, ranks in the hundreds: still equal."""
+    """Several blocks, the band of undecided items in use, ranks in the hundreds: still equal.
+
+    Default dispatch: K = 1000 >> R_max, so the rank search is the one used."""
     from tests.reference.metrics import topk_retrieval_metrics
 
     rng = np.random.default_rng(6)
@@ -112,6 +125,7 @@ def test_rank_search_matches_topk_search_on_continuous_data():
     old_block = M._BLOCK_ELEMENTS
     try:
         M._BLOCK_ELEMENTS = 300 * 2500  # 9 row blocks: exercises the column direction
+        assert max(ks) > M._RANK_SEARCH_MIN_RATIO * M.num_relevant(y).max()
         got = M.retrieval_metrics(x, y, ks, nmi=False, backend="torch")
     finally:
         M._BLOCK_ELEMENTS = old_block
@@ -131,7 +145,7 @@ def test_first_positive_rank_against_brute_force():
             assert rank[i] == np.argmax(rel), i
 
 
-def test_positive_pairs_and_fallback(monkeypatch):
+def test_positive_pairs_and_fallback(monkeypatch, rank_search):
     y = np.array([3, 1, 3, 3, 7, 1])
     a, b = M._positive_pairs(y)
     assert sorted(zip(a.tolist(), b.tolist())) == sorted(
@@ -139,9 +153,11 @@ def test_positive_pairs_and_fallback(monkeypatch):
     x = np.random.default_rng(8).integers(0, 2, (60, 2)).astype(np.float32)
     y = np.random.default_rng(9).integers(0, 5, 60)
     fast = M.retrieval_metrics(x, y, (1, 5, 20), nmi=False, backend="torch")
+    assert rank_search.pop()
     monkeypatch.setattr(M, "_MAX_POSITIVE_PAIRS", 10)  # too many pairs: the top-K_max search
     assert M._positive_pairs(y) is None
     assert M.retrieval_metrics(x, y, (1, 5, 20), nmi=False, backend="torch") == fast
+    assert not rank_search
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

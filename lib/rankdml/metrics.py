@@ -309,6 +309,8 @@ def nearest_neighbours(query: ArrayLike, k: int, gallery: ArrayLike | None = Non
 #: Largest number of same-label (query, item) pairs for which the bounds are computed; above it
 #: (a few huge classes) the top-K_max search is used instead.
 _MAX_POSITIVE_PAIRS = 1 << 26
+#: The rank search is used when max(ks) > this x R_max (below, one top-K_max search is as cheap).
+_RANK_SEARCH_MIN_RATIO = 4
 #: float32 unit round-off.
 _U32 = 2.0 ** -24
 
@@ -373,7 +375,7 @@ def _loo_search(x: np.ndarray, labels: np.ndarray, s: int, pairs: tuple[np.ndarr
     band_q, band_g, band_d = [], [], []  # (query, item, block distance) of the undecided items
     best_d = torch.full((n, s), math.inf, device=dev)
     best_i = torch.full((n, s), -1, dtype=torch.int64, device=dev)
-    rows = max(1, _BLOCK_ELEMENTS // n)
+    rows = min(n, max(1, _BLOCK_ELEMENTS // n))
     # preallocated block buffers: a fresh 256 MiB tensor per block costs more in page faults than
     # the comparisons themselves
     buf_d = torch.empty(rows * n, device=dev)
@@ -444,13 +446,17 @@ def _loo_ranking_metrics(emb: np.ndarray, lab: np.ndarray, r: np.ndarray, ks: Se
     lists of `nearest_neighbours`: Recall@K = mean over queries with R >= 1 of 1[rank < K] (the
     same booleans, averaged the same way); P@1, R-precision and MAP@R see the same first R_max
     columns (MAP@R on the full K_max width, padded, so that numpy sums in the same order).
-    Returns None when the label layout makes the bounds too costly (see `_MAX_POSITIVE_PAIRS`).
+    Returns None (use the top-K_max search) when max(ks) is within `_RANK_SEARCH_MIN_RATIO` x R_max
+    (e.g. CUB, Cars: R ~ 60-80 > K = 8, so the top-R_max list is needed anyway and the counting would
+    only add work) or when the label layout makes the bounds too costly (`_MAX_POSITIVE_PAIRS`).
     """
+    n = emb.shape[0]
+    k_top = max(1, int(r.max()))
+    if max(ks) <= _RANK_SEARCH_MIN_RATIO * k_top:  # the top-K_max list costs about the same: no gain
+        return None
     pairs = _positive_pairs(lab)
     if pairs is None:
         return None
-    n = emb.shape[0]
-    k_top = max(1, int(r.max()))
     s = min(k_top + 2, n)  # what `_sorted_knn` asks of its first search
     top_d, top_i, rank = _loo_search(emb, lab, s, pairs)
     _, idx = _sorted_knn(emb, emb, k_top, np.arange(n), "torch", lambda s_: (top_d, top_i))
