@@ -49,8 +49,10 @@ test-notebooks: setup             ## nbval: re-execute every stored notebook and
 test-browser: setup               ## open the built HTML in headless Chromium (needs `make html` and /usr/bin/chromium)
 	$(BIN)/python -m pytest tests/test_browser.py -q -m browser
 
-bench: setup                      ## speed benchmarks (never part of the tests)
-	for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+QUICK ?=
+BENCH_THREADS ?= 2
+bench: setup                      ## benchmarks -> bench/RESULTS.md, book appendix (QUICK=1: <= 3 min, into bench/quick/)
+	$(BIN)/python bench/run.py --threads $(BENCH_THREADS) $(if $(QUICK),--quick,)
 
 serve:
 	$(BIN)/python -m http.server 8000 --bind 127.0.0.1 -d _build/html
