@@ -136,8 +136,7 @@ def test_first_positive_rank_against_brute_force():
     rng = np.random.default_rng(7)
     x = rng.integers(-2, 3, (150, 2)).astype(np.float32)
     y = rng.integers(0, 12, 150)
-    pairs = M._positive_pairs(y)
-    _, _, rank = M._loo_search(x, y, 4, pairs)
+    _, _, rank = M._loo_search(x, y, 4, M._classes_padded(y))
     order = ref_order(x, x, True)
     for i in range(len(y)):
         rel = y[order[i]] == y[i]
@@ -145,17 +144,15 @@ def test_first_positive_rank_against_brute_force():
             assert rank[i] == np.argmax(rel), i
 
 
-def test_positive_pairs_and_fallback(monkeypatch, rank_search):
+def test_classes_padded_and_fallback(monkeypatch, rank_search):
     y = np.array([3, 1, 3, 3, 7, 1])
-    a, b = M._positive_pairs(y)
-    assert sorted(zip(a.tolist(), b.tolist())) == sorted(
-        (i, j) for i in range(6) for j in range(6) if i != j and y[i] == y[j])
+    np.testing.assert_array_equal(M._classes_padded(y), [[1, 5, -1], [0, 2, 3], [4, -1, -1]])
     x = np.random.default_rng(8).integers(0, 2, (60, 2)).astype(np.float32)
     y = np.random.default_rng(9).integers(0, 5, 60)
     fast = M.retrieval_metrics(x, y, (1, 5, 20), nmi=False, backend="torch")
     assert rank_search.pop()
     monkeypatch.setattr(M, "_MAX_POSITIVE_PAIRS", 10)  # too many pairs: the top-K_max search
-    assert M._positive_pairs(y) is None
+    assert M._classes_padded(y) is None
     assert M.retrieval_metrics(x, y, (1, 5, 20), nmi=False, backend="torch") == fast
     assert not rank_search
 

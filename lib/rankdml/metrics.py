@@ -306,8 +306,8 @@ def nearest_neighbours(query: ArrayLike, k: int, gallery: ArrayLike | None = Non
 # the uncertainty band [lo, hi] around that distance (the positives among them) are kept with their
 # exact block distances and resolved after the pass, once the exact nearest positive is known.
 
-#: Largest number of same-label (query, item) pairs for which the bounds are computed; above it
-#: (a few huge classes) the top-K_max search is used instead.
+#: Largest C x m^2 (classes x largest class squared: the padded same-label pairs) for which the
+#: bounds are computed; above it (a few huge classes among many) the top-K_max search is used.
 _MAX_POSITIVE_PAIRS = 1 << 26
 #: The rank search is used when max(ks) > this x R_max (below, one top-K_max search is as cheap).
 _RANK_SEARCH_MIN_RATIO = 4
@@ -315,49 +315,60 @@ _RANK_SEARCH_MIN_RATIO = 4
 _U32 = 2.0 ** -24
 
 
-def _positive_pairs(labels: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
-    """All ordered same-label pairs (i, j), i != j, as two (P,) int64 arrays; None above the budget."""
+def _classes_padded(labels: np.ndarray) -> np.ndarray | None:
+    """Item indices grouped by class, (C, m) int64 padded with -1 (m = largest class); None when
+    C x m^2 (the work of the bounds) is above `_MAX_POSITIVE_PAIRS`."""
     order = np.argsort(labels, kind="stable")
     _, start, counts = np.unique(labels[order], return_index=True, return_counts=True)
-    if int((counts.astype(np.int64) ** 2).sum()) > _MAX_POSITIVE_PAIRS:
+    m = int(counts.max())
+    if len(counts) * m * m > _MAX_POSITIVE_PAIRS:
         return None
-    size = np.repeat(counts, counts)  # class size at each sorted position
-    rows = np.repeat(np.arange(len(labels)), size)  # sorted position of the query, once per class member
-    cols = np.repeat(np.repeat(start, counts), size) + (np.arange(len(rows)) - np.repeat(np.cumsum(size) - size, size))
-    keep = rows != cols
-    return order[rows[keep]], order[cols[keep]]
+    pos = start[:, None] + np.arange(m)[None, :]
+    return np.where(np.arange(m)[None, :] < counts[:, None], order[np.minimum(pos, len(labels) - 1)], -1)
 
 
-def _nearest_positive_bounds(xt: torch.Tensor, sq: torch.Tensor, pairs: tuple[np.ndarray, np.ndarray]
+def _nearest_positive_bounds(xt: torch.Tensor, sq: torch.Tensor, classes: np.ndarray
                              ) -> tuple[torch.Tensor, torch.Tensor]:
     """(lo, hi) float32 (N,): bounds that certainly contain each query's nearest-positive distance.
 
     The block computes d = fl(fl(-2 fl(q.g) + |g|^2) + |q|^2) in float32 with the float32 norms
-    `sq`; the reference is the same formula in float64 (the dot product exact to ~1e-16). A dot
-    product of D terms in float32, in any summation order, is off by at most gamma_D sum|q_k g_k|
-    <= gamma_D |q||g| (gamma_D = D u / (1 - D u)), and the two additions by u each, so
-    |d_block - d_ref| <= (gamma_D + 5u)(|q|^2 + |g|^2); the band is twice that. A query without
-    positive gets lo = hi = -inf (nothing counted, nothing kept).
+    `sq`. The reference here takes its own float32 dot products within each class (a batched
+    product over the padded (C, m) classes) and finishes in float64. A float32 dot product of D
+    terms, in any summation order, is off by at most gamma_D sum|q_k g_k| <= gamma_D |q||g|
+    (gamma_D = D u / (1 - D u)), so the two dot products differ by at most 2 gamma_D |q||g|, and the
+    block's two additions add u each: |d_block - d_ref| <= (2 gamma_D + 4u)(|q|^2 + |g|^2). The
+    band is twice that. A query without positive gets lo = hi = -inf (nothing counted or kept).
     """
     n, d = xt.shape
-    qi, gi = (torch.from_numpy(a).to(xt.device) for a in pairs)
+    dev = xt.device
+    cls = torch.from_numpy(classes).to(dev)  # (C, m)
+    c_all, m = cls.shape
     sq64 = sq.double()
-    ref = torch.full((n,), math.inf, dtype=torch.float64, device=xt.device)
-    step = 1 << 12  # pairs per chunk: 2^12 x D float64 products at a time (16 MiB at D = 512)
-    for p0 in range(0, qi.numel(), step):
-        a, b = qi[p0:p0 + step], gi[p0:p0 + step]
-        dot = (xt[a].double() * xt[b].double()).sum(1)
-        ref.scatter_reduce_(0, a, (sq64[a] + sq64[b] - 2.0 * dot).clamp_(min=0.0), reduce="amin")
+    ref = torch.full((n,), math.inf, dtype=torch.float64, device=dev)
+    eye = torch.eye(m, dtype=torch.bool, device=dev)
+    step = max(1, (1 << 22) // (m * d))  # classes per chunk: ~16 MiB of gathered embeddings
+    for c0 in range(0, c_all, step):
+        idx = cls[c0:c0 + step]  # (c, m)
+        valid = idx >= 0
+        safe = idx.clamp(min=0)
+        g = xt[safe.reshape(-1)].view(idx.shape[0], m, d)
+        dot = torch.bmm(g, g.transpose(1, 2)).double()  # (c, m, m)
+        s = sq64[safe]
+        dref = (s[:, :, None] + s[:, None, :] - 2.0 * dot).clamp_(min=0.0)
+        dref.masked_fill_(~(valid[:, :, None] & valid[:, None, :]) | eye, math.inf)  # not a pair
+        nearest = dref.amin(2)  # (c, m)
+        ref[safe[valid]] = nearest[valid]
     gamma = d * _U32 / (1.0 - d * _U32)
-    eps = 2.0 * (gamma + 6.0 * _U32) * (sq64 + sq64.max()) + 1e-30
-    lo, hi = ref - eps, ref + eps
+    eps = 2.0 * (2.0 * gamma + 6.0 * _U32) * (sq64 + sq64.max()) + 1e-30
+    lo, hi = ref - eps, ref + eps  # inf - eps = inf for queries without positive: fixed below
     lo32, hi32 = lo.float(), hi.float()  # round outwards so the float32 band still contains [lo, hi]
-    lo32 = torch.where(lo32.double() > lo, torch.nextafter(lo32, torch.tensor(-math.inf, device=xt.device)), lo32)
-    hi32 = torch.where(hi32.double() < hi, torch.nextafter(hi32, torch.tensor(math.inf, device=xt.device)), hi32)
-    return lo32, hi32
+    lo32 = torch.where(lo32.double() > lo, torch.nextafter(lo32, torch.tensor(-math.inf, device=dev)), lo32)
+    hi32 = torch.where(hi32.double() < hi, torch.nextafter(hi32, torch.tensor(math.inf, device=dev)), hi32)
+    none = torch.isinf(ref)
+    return lo32.masked_fill_(none, -math.inf), hi32.masked_fill_(none, -math.inf)
 
 
-def _loo_search(x: np.ndarray, labels: np.ndarray, s: int, pairs: tuple[np.ndarray, np.ndarray]
+def _loo_search(x: np.ndarray, labels: np.ndarray, s: int, classes: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One symmetric blocked pass of `x` (N, D) against itself.
 
@@ -370,7 +381,7 @@ def _loo_search(x: np.ndarray, labels: np.ndarray, s: int, pairs: tuple[np.ndarr
     xt = torch.from_numpy(x).to(dev)
     sq = (xt * xt).sum(1)
     n = xt.shape[0]
-    lo, hi = _nearest_positive_bounds(xt, sq, pairs)
+    lo, hi = _nearest_positive_bounds(xt, sq, classes)
     below = torch.zeros(n, dtype=torch.int64, device=dev)  # items certainly closer than the first positive
     band_q, band_g, band_d = [], [], []  # (query, item, block distance) of the undecided items
     best_d = torch.full((n, s), math.inf, device=dev)
@@ -428,7 +439,7 @@ def _loo_search(x: np.ndarray, labels: np.ndarray, s: int, pairs: tuple[np.ndarr
     first = np.full(n, -1, dtype=np.int64)
     uq, at = np.unique(q[pos], return_index=True)
     first[uq] = np.flatnonzero(pos)[at]
-    has_pos = np.bincount(pairs[0], minlength=n) > 0
+    has_pos = num_relevant(labels) > 0
     if (first[has_pos] < 0).any():  # cannot happen if the bound holds; never return a wrong number
         raise RuntimeError("retrieval_metrics: a nearest positive fell outside its certified band")
     d_star = np.where(first >= 0, dv[np.maximum(first, 0)], -np.inf)
@@ -454,11 +465,11 @@ def _loo_ranking_metrics(emb: np.ndarray, lab: np.ndarray, r: np.ndarray, ks: Se
     k_top = max(1, int(r.max()))
     if max(ks) <= _RANK_SEARCH_MIN_RATIO * k_top:  # the top-K_max list costs about the same: no gain
         return None
-    pairs = _positive_pairs(lab)
-    if pairs is None:
+    classes = _classes_padded(lab)
+    if classes is None:
         return None
     s = min(k_top + 2, n)  # what `_sorted_knn` asks of its first search
-    top_d, top_i, rank = _loo_search(emb, lab, s, pairs)
+    top_d, top_i, rank = _loo_search(emb, lab, s, classes)
     _, idx = _sorted_knn(emb, emb, k_top, np.arange(n), "torch", lambda s_: (top_d, top_i))
     knn = lab[idx]
     valid = r > 0
