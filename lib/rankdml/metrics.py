@@ -368,6 +368,42 @@ def _nearest_positive_bounds(xt: torch.Tensor, sq: torch.Tensor, classes: np.nda
     return lo32.masked_fill_(none, -math.inf), hi32.masked_fill_(none, -math.inf)
 
 
+def _update_top(best_d: torch.Tensor, best_i: torch.Tensor, block: torch.Tensor, items_dim: int, offset: int,
+                buf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge a distance block into running top-s lists (items along `items_dim`, numbered from `offset`).
+
+    While some list is not full, `torch.topk` over the block. Afterwards only entries below a
+    query's current s-th distance can enter, and they are few: they are found with one comparison
+    (strictly below, so an entry tied with the s-th is left out, which keeps a valid set of s
+    smallest, as topk's arbitrary order among ties would), ranked per query and merged.
+    """
+    s = best_d.shape[1]
+    if torch.isinf(best_d).any():
+        k = min(s, block.shape[items_dim])
+        v, i = torch.topk(block, k, dim=items_dim, largest=False, sorted=False)
+        if items_dim == 0:
+            v, i = v.T, i.T
+        return _merge_topk(best_d, best_i, v, i + offset)
+    tau = best_d.max(1).values  # (queries,)
+    lt = torch.lt(block, tau[:, None] if items_dim == 1 else tau[None, :], out=buf[:block.numel()].view(block.shape))
+    a, b = torch.nonzero(lt, as_tuple=True)
+    if a.numel() == 0:
+        return best_d, best_i
+    q, g = (a, b) if items_dim == 1 else (b, a)
+    d = block[a, b]
+    order = torch.argsort(d, stable=True)
+    order = order[torch.argsort(q[order], stable=True)]  # by query, then by distance
+    q, g, d = q[order], g[order], d[order]
+    counts = torch.bincount(q, minlength=best_d.shape[0])
+    rank = torch.arange(q.numel(), device=q.device) - (torch.cumsum(counts, 0) - counts)[q]
+    keep = rank < s
+    new_d = torch.full_like(best_d, math.inf)
+    new_i = torch.full_like(best_i, -1)
+    new_d[q[keep], rank[keep]] = d[keep]
+    new_i[q[keep], rank[keep]] = g[keep] + offset
+    return _merge_topk(best_d, best_i, new_d, new_i)
+
+
 def _loo_search(x: np.ndarray, labels: np.ndarray, s: int, classes: np.ndarray
                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """One symmetric blocked pass of `x` (N, D) against itself.
@@ -410,14 +446,10 @@ def _loo_search(x: np.ndarray, labels: np.ndarray, s: int, classes: np.ndarray
         r1 = min(n, r0 + rows)
         dist = torch.mm(xt[r0:r1], xt[r0:].T, out=buf_d[:(r1 - r0) * (n - r0)].view(r1 - r0, n - r0))
         dist.mul_(-2).add_(sq[None, r0:]).add_(sq[r0:r1, None]).clamp_(min=0)  # as _search_torch_symmetric
-        kr = min(s, dist.shape[1])
-        v, i = torch.topk(dist, kr, dim=1, largest=False, sorted=False)
-        best_d[r0:r1], best_i[r0:r1] = _merge_topk(best_d[r0:r1], best_i[r0:r1], v, i + r0)
+        # the running top-s lists, as _search_torch_symmetric (self included)
+        best_d[r0:r1], best_i[r0:r1] = _update_top(best_d[r0:r1], best_i[r0:r1], dist, 1, r0, buf_lt)
         if r1 < n:
-            cols = dist[:, r1 - r0:]
-            kc = min(s, cols.shape[0])
-            v, i = torch.topk(cols, kc, dim=0, largest=False, sorted=False)
-            best_d[r1:], best_i[r1:] = _merge_topk(best_d[r1:], best_i[r1:], v.T, i.T + r0)
+            best_d[r1:], best_i[r1:] = _update_top(best_d[r1:], best_i[r1:], dist[:, r1 - r0:], 0, r0, buf_lt)
         dist[:, :r1 - r0].diagonal().fill_(math.inf)  # a query is not its own neighbour
         # rows r0..r1 as queries against items r0..N-1
         cnt, a, b = count_and_band(dist, lo[r0:r1, None], hi[r0:r1, None], 1)
