@@ -85,6 +85,7 @@ def run_script(path: Path, quick: bool, threads: int, out: Path) -> dict:
     seconds = time.perf_counter() - t0
     print(proc.stdout, flush=True)
     result = {"topic": topic, "script": f"bench/{path.name}", "seconds": round(seconds, 1),
+              "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "returncode": proc.returncode, "rows": []}
     js = out / f"bench_{topic}.json"
     if proc.returncode == 0 and js.exists():
@@ -147,7 +148,8 @@ def render(results: dict, image_dir_from_doc: str, book: bool) -> str:
               "- Ratio: ours / theirs, or ours / floor (marked `floor`) where there is nothing to compare with.", ""]
     for res in results["scripts"]:
         lines += [f"## {TITLES.get(res['topic'], res['topic'])}", "",
-                  f"`{res['script']}` ({res['seconds']:.0f} s). " + first_paragraph(res["script"]), ""]
+                  f"`{res['script']}` ({res['seconds']:.0f} s, finished {res.get('date', results['date'])}). "
+                  + first_paragraph(res["script"]), ""]
         if res.get("error"):
             lines += [f"**The script failed** (exit {res['returncode']}):", "", "```", res["error"], "```", ""]
             continue
@@ -175,7 +177,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--only", default="", help="run only the scripts whose topic contains this")
+    parser.add_argument("--only", default="", help="rerun only the scripts whose topic contains this "
+                        "(the other topics' last results are kept)")
     args = parser.parse_args()
     res_dir = HERE / "quick" if args.quick else HERE
     res_dir.mkdir(parents=True, exist_ok=True)
@@ -187,6 +190,11 @@ def main() -> None:
                if args.only in p.stem]
     for res in scripts:
         res["plot"] = bool(res["rows"]) and plot(res["topic"], res["rows"], img_dir / f"{res['topic']}.png")
+    previous = res_dir / "results.json"
+    if args.only and previous.exists():  # a partial rerun: keep the other topics' last results
+        rerun = {r["topic"] for r in scripts}
+        kept = [r for r in json.loads(previous.read_text())["scripts"] if r["topic"] not in rerun]
+        scripts = sorted(kept + scripts, key=lambda r: r["topic"])
     results = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                "mode": "quick" if args.quick else "full", "threads": args.threads,
                "seconds": time.perf_counter() - t0, "machine": machine(), "scripts": scripts}
