@@ -81,16 +81,23 @@ def run_script(path: Path, quick: bool, threads: int, out: Path) -> dict:
     cmd = [sys.executable, str(path), "--out", str(out), "--threads", str(threads)] + (["--quick"] if quick else [])
     print(f"== {path.name}", flush=True)
     t0 = time.perf_counter()
-    proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    limit = float(os.environ.get("RANKDML_BENCH_SCRIPT_TIMEOUT_S", "inf"))
+    try:
+        proc = subprocess.run(cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                              timeout=None if limit == float("inf") else limit)
+    except subprocess.TimeoutExpired as exc:  # keep what the script wrote so far
+        out_text = exc.stdout.decode() if isinstance(exc.stdout, bytes) else (exc.stdout or "")
+        proc = subprocess.CompletedProcess(cmd, -9, out_text + f"\nkilled after {limit:.0f} s "
+                                           "(RANKDML_BENCH_SCRIPT_TIMEOUT_S)")
     seconds = time.perf_counter() - t0
     print(proc.stdout, flush=True)
     result = {"topic": topic, "script": f"bench/{path.name}", "seconds": round(seconds, 1),
               "date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
               "returncode": proc.returncode, "rows": []}
     js = out / f"bench_{topic}.json"
-    if proc.returncode == 0 and js.exists():
+    if js.exists() and js.stat().st_mtime >= time.time() - seconds - 1:  # written by this run (maybe partly)
         result["rows"] = json.loads(js.read_text())
-    else:
+    if proc.returncode != 0:
         result["error"] = "\n".join(proc.stdout.strip().splitlines()[-5:])
     if not result["rows"] and proc.returncode == 0:
         result["empty_reason"] = proc.stdout.strip().splitlines()[0] if proc.stdout.strip() else "no rows"
@@ -151,8 +158,8 @@ def render(results: dict, image_dir_from_doc: str, book: bool) -> str:
                   f"`{res['script']}` ({res['seconds']:.0f} s, finished {res.get('date', results['date'])}). "
                   + first_paragraph(res["script"]), ""]
         if res.get("error"):
-            lines += [f"**The script failed** (exit {res['returncode']}):", "", "```", res["error"], "```", ""]
-            continue
+            lines += [f"**The script did not finish** (exit {res['returncode']}); rows written before that are "
+                      "shown below.", "", "```", res["error"], "```", ""]
         if not res["rows"]:
             lines += [f"Not run this time: {res.get('empty_reason', 'no rows')}.", ""]
             continue
@@ -191,9 +198,21 @@ def main() -> None:
     for res in scripts:
         res["plot"] = bool(res["rows"]) and plot(res["topic"], res["rows"], img_dir / f"{res['topic']}.png")
     previous = res_dir / "results.json"
-    if args.only and previous.exists():  # a partial rerun: keep the other topics' last results
+    if args.only:  # a partial rerun: keep the other topics' last results
         rerun = {r["topic"] for r in scripts}
-        kept = [r for r in json.loads(previous.read_text())["scripts"] if r["topic"] not in rerun]
+        if previous.exists():
+            kept = [r for r in json.loads(previous.read_text())["scripts"] if r["topic"] not in rerun]
+        else:  # no results.json yet: the JSON files a previous (interrupted) run left in `out`
+            kept = []
+            for js in sorted(out.glob("bench_*.json")):
+                topic = js.stem.removeprefix("bench_")
+                if topic not in rerun and (HERE / f"bench_{topic}.py").exists():
+                    rows = json.loads(js.read_text())
+                    kept.append({"topic": topic, "script": f"bench/bench_{topic}.py", "seconds": float("nan"),
+                                 "date": dt.datetime.fromtimestamp(js.stat().st_mtime, dt.timezone.utc)
+                                 .strftime("%Y-%m-%d %H:%M UTC"), "returncode": 0, "rows": rows,
+                                 "empty_reason": "not run (QUICK mode or RANKDML_BENCH_CHAPTERS=0)" if not rows else None})
+                    kept[-1]["plot"] = bool(rows) and plot(topic, rows, img_dir / f"{topic}.png")
         scripts = sorted(kept + scripts, key=lambda r: r["topic"])
     results = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                "mode": "quick" if args.quick else "full", "threads": args.threads,
