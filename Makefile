@@ -101,8 +101,10 @@ _chromium:
 	  "\`sudo apt-get install -y chromium\` (Debian/Ubuntu), or point to one you have:" \
 	  "make test CHROMIUM=/path/to/chromium (macOS: CHROMIUM=/Applications/Chromium.app/Contents/MacOS/Chromium)." >&2; exit 1; }
 
-bench: setup                      ## speed benchmarks (never part of the tests)
-	for b in bench/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+QUICK ?=
+BENCH_THREADS ?= 2
+bench: setup                      ## benchmarks -> bench/RESULTS.md, book appendix (QUICK=1: <= 3 min, into bench/quick/)
+	$(BIN)/python bench/run.py --threads $(BENCH_THREADS) $(if $(QUICK),--quick,)
 
 serve:                            ## serve the built HTML on http://127.0.0.1:8000
 	$(BIN)/python -m http.server 8000 --bind 127.0.0.1 -d _build/html

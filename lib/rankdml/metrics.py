@@ -37,6 +37,11 @@ Exact k-nearest-neighbour search has two back-ends, selected with ``backend``:
   so leave-one-out search on 60,000 x 512 takes ~53 s with faiss and ~15 s with torch.
 
 Both back-ends are exact and give the same neighbour lists up to float round-off in near-ties.
+
+Leave-one-out metrics with the torch back-end and a K list much longer than the classes (SOP:
+K up to 1000, ~5 items per class) skip the top-K lists: Recall@K needs only each query's
+first-positive rank, counted in one symmetric pass that also keeps the top R_max for P@1,
+R-precision and MAP@R (`_loo_ranking_metrics`; same values to the last digit, same distances).
 """
 from __future__ import annotations
 
@@ -299,6 +304,242 @@ def nearest_neighbours(query: ArrayLike, k: int, gallery: ArrayLike | None = Non
 
 
 # --------------------------------------------------------------------------------------------------
+# leave-one-out search shaped by the metrics: first-positive ranks + a short top list
+# --------------------------------------------------------------------------------------------------
+#
+# Recall@K only asks, per query, whether its first positive (the nearest same-label item under the
+# (distance, index) order) is among the first K: it needs the *rank* of that positive, i.e. how many
+# other items come before it, not a top-K list. MAP@R and R-precision need the top R_max, P@1 the
+# top 1. So one symmetric blocked pass keeps a top-(R_max + 2) list per query (as
+# `_search_torch_symmetric`, same blocks, same floats) and counts, per query, the items below a
+# certified lower bound of its nearest-positive distance. The few items whose distance falls in
+# the uncertainty band [lo, hi] around that distance (the positives among them) are kept with their
+# exact block distances and resolved after the pass, once the exact nearest positive is known.
+
+#: Largest C x m^2 (classes x largest class squared: the padded same-label pairs) for which the
+#: bounds are computed; above it (a few huge classes among many) the top-K_max search is used.
+_MAX_POSITIVE_PAIRS = 1 << 26
+#: The rank search is used when max(ks) > this x R_max (below, one top-K_max search is as cheap).
+_RANK_SEARCH_MIN_RATIO = 4
+#: float32 unit round-off.
+_U32 = 2.0 ** -24
+
+
+def _classes_padded(labels: np.ndarray) -> np.ndarray | None:
+    """Item indices grouped by class, (C, m) int64 padded with -1 (m = largest class); None when
+    C x m^2 (the work of the bounds) is above `_MAX_POSITIVE_PAIRS`."""
+    order = np.argsort(labels, kind="stable")
+    _, start, counts = np.unique(labels[order], return_index=True, return_counts=True)
+    m = int(counts.max())
+    if len(counts) * m * m > _MAX_POSITIVE_PAIRS:
+        return None
+    pos = start[:, None] + np.arange(m)[None, :]
+    return np.where(np.arange(m)[None, :] < counts[:, None], order[np.minimum(pos, len(labels) - 1)], -1)
+
+
+def _nearest_positive_bounds(xt: torch.Tensor, sq: torch.Tensor, classes: np.ndarray
+                             ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(lo, hi) float32 (N,): bounds that certainly contain each query's nearest-positive distance.
+
+    The block computes d = fl(fl(-2 fl(q.g) + |g|^2) + |q|^2) in float32 with the float32 norms
+    `sq`. The reference here takes its own float32 dot products within each class (a batched
+    product over the padded (C, m) classes) and finishes in float64. A float32 dot product of D
+    terms, in any summation order, is off by at most gamma_D sum|q_k g_k| <= gamma_D |q||g|
+    (gamma_D = D u / (1 - D u)), so the two dot products differ by at most 2 gamma_D |q||g|, and the
+    block's two additions add u each: |d_block - d_ref| <= (2 gamma_D + 4u)(|q|^2 + |g|^2). The
+    band is twice that. A query without positive gets lo = hi = -inf (nothing counted or kept).
+    """
+    n, d = xt.shape
+    dev = xt.device
+    cls = torch.from_numpy(classes).to(dev)  # (C, m)
+    c_all, m = cls.shape
+    sq64 = sq.double()
+    ref = torch.full((n,), math.inf, dtype=torch.float64, device=dev)
+    eye = torch.eye(m, dtype=torch.bool, device=dev)
+    step = max(1, (1 << 22) // (m * d))  # classes per chunk: ~16 MiB of gathered embeddings
+    for c0 in range(0, c_all, step):
+        idx = cls[c0:c0 + step]  # (c, m)
+        valid = idx >= 0
+        safe = idx.clamp(min=0)
+        g = xt[safe.reshape(-1)].view(idx.shape[0], m, d)
+        dot = torch.bmm(g, g.transpose(1, 2)).double()  # (c, m, m)
+        s = sq64[safe]
+        dref = (s[:, :, None] + s[:, None, :] - 2.0 * dot).clamp_(min=0.0)
+        dref.masked_fill_(~(valid[:, :, None] & valid[:, None, :]) | eye, math.inf)  # not a pair
+        nearest = dref.amin(2)  # (c, m)
+        ref[safe[valid]] = nearest[valid]
+    gamma = d * _U32 / (1.0 - d * _U32)
+    eps = 2.0 * (2.0 * gamma + 6.0 * _U32) * (sq64 + sq64.max()) + 1e-30
+    lo, hi = ref - eps, ref + eps  # inf - eps = inf for queries without positive: fixed below
+    lo32, hi32 = lo.float(), hi.float()  # round outwards so the float32 band still contains [lo, hi]
+    lo32 = torch.where(lo32.double() > lo, torch.nextafter(lo32, torch.tensor(-math.inf, device=dev)), lo32)
+    hi32 = torch.where(hi32.double() < hi, torch.nextafter(hi32, torch.tensor(math.inf, device=dev)), hi32)
+    none = torch.isinf(ref)
+    return lo32.masked_fill_(none, -math.inf), hi32.masked_fill_(none, -math.inf)
+
+
+def _update_top(best_d: torch.Tensor, best_i: torch.Tensor, block: torch.Tensor, items_dim: int, offset: int,
+                buf: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Merge a distance block into running top-s lists (items along `items_dim`, numbered from `offset`).
+
+    While some list is not full, `torch.topk` over the block. Afterwards only entries below a
+    query's current s-th distance can enter, and they are few: they are found with one comparison
+    (strictly below, so an entry tied with the s-th is left out, which keeps a valid set of s
+    smallest, as topk's arbitrary order among ties would), ranked per query and merged.
+    """
+    s = best_d.shape[1]
+    if torch.isinf(best_d).any():
+        k = min(s, block.shape[items_dim])
+        v, i = torch.topk(block, k, dim=items_dim, largest=False, sorted=False)
+        if items_dim == 0:
+            v, i = v.T, i.T
+        return _merge_topk(best_d, best_i, v, i + offset)
+    tau = best_d.max(1).values  # (queries,)
+    lt = torch.lt(block, tau[:, None] if items_dim == 1 else tau[None, :], out=buf[:block.numel()].view(block.shape))
+    a, b = torch.nonzero(lt, as_tuple=True)
+    if a.numel() == 0:
+        return best_d, best_i
+    q, g = (a, b) if items_dim == 1 else (b, a)
+    d = block[a, b]
+    order = torch.argsort(d, stable=True)
+    order = order[torch.argsort(q[order], stable=True)]  # by query, then by distance
+    q, g, d = q[order], g[order], d[order]
+    counts = torch.bincount(q, minlength=best_d.shape[0])
+    rank = torch.arange(q.numel(), device=q.device) - (torch.cumsum(counts, 0) - counts)[q]
+    keep = rank < s
+    new_d = torch.full_like(best_d, math.inf)
+    new_i = torch.full_like(best_i, -1)
+    new_d[q[keep], rank[keep]] = d[keep]
+    new_i[q[keep], rank[keep]] = g[keep] + offset
+    return _merge_topk(best_d, best_i, new_d, new_i)
+
+
+def _loo_search(x: np.ndarray, labels: np.ndarray, s: int, classes: np.ndarray
+                ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One symmetric blocked pass of `x` (N, D) against itself.
+
+    Returns (top_d (N, s), top_i (N, s)): the raw s nearest per row, self included, as
+    `_search_torch_symmetric` (same blocks, same distances); and rank (N,) int64: the number of
+    other items before each query's first positive in the (distance, index) order (0 = the nearest
+    item is a positive; undefined for queries without positive).
+    """
+    dev = _torch_device()
+    xt = torch.from_numpy(x).to(dev)
+    sq = (xt * xt).sum(1)
+    n = xt.shape[0]
+    lo, hi = _nearest_positive_bounds(xt, sq, classes)
+    below = torch.zeros(n, dtype=torch.int64, device=dev)  # items certainly closer than the first positive
+    band_q, band_g, band_d = [], [], []  # (query, item, block distance) of the undecided items
+    best_d = torch.full((n, s), math.inf, device=dev)
+    best_i = torch.full((n, s), -1, dtype=torch.int64, device=dev)
+    rows = min(n, max(1, _BLOCK_ELEMENTS // n))
+    # preallocated block buffers: a fresh 256 MiB tensor per block costs more in page faults than
+    # the comparisons themselves
+    buf_d = torch.empty(rows * n, device=dev)
+    buf_f = torch.empty(rows * n, device=dev)
+    buf_le = torch.empty(rows * n, dtype=torch.bool, device=dev)
+    buf_lt = torch.empty(rows * n, dtype=torch.bool, device=dev)
+
+    def count_and_band(block: torch.Tensor, lo_b: torch.Tensor, hi_b: torch.Tensor, dim: int):
+        """Per query (along `dim`): items with d < lo, and the (row, col) of those with lo <= d <= hi."""
+        shape = block.shape
+        f = buf_f[:block.numel()].view(shape)
+        # 1[d < lo] as a float: sign(lo - d) is +1 exactly when d < lo (a float difference is 0 only
+        # for equal floats); float sums are much faster than boolean ones
+        below_b = torch.sub(lo_b, block, out=f).sign_().clamp_(min=0).sum(dim)
+        le = torch.le(block, hi_b, out=buf_le[:block.numel()].view(shape))
+        lt = torch.lt(block, lo_b, out=buf_lt[:block.numel()].view(shape))
+        a, b = torch.nonzero(le.logical_xor_(lt), as_tuple=True)
+        return below_b.to(torch.int64), a, b
+
+    for r0 in range(0, n, rows):
+        r1 = min(n, r0 + rows)
+        dist = torch.mm(xt[r0:r1], xt[r0:].T, out=buf_d[:(r1 - r0) * (n - r0)].view(r1 - r0, n - r0))
+        dist.mul_(-2).add_(sq[None, r0:]).add_(sq[r0:r1, None]).clamp_(min=0)  # as _search_torch_symmetric
+        # the running top-s lists, as _search_torch_symmetric (self included)
+        best_d[r0:r1], best_i[r0:r1] = _update_top(best_d[r0:r1], best_i[r0:r1], dist, 1, r0, buf_lt)
+        if r1 < n:
+            best_d[r1:], best_i[r1:] = _update_top(best_d[r1:], best_i[r1:], dist[:, r1 - r0:], 0, r0, buf_lt)
+        dist[:, :r1 - r0].diagonal().fill_(math.inf)  # a query is not its own neighbour
+        # rows r0..r1 as queries against items r0..N-1
+        cnt, a, b = count_and_band(dist, lo[r0:r1, None], hi[r0:r1, None], 1)
+        below[r0:r1] += cnt
+        band_q.append(a + r0), band_g.append(b + r0), band_d.append(dist[a, b])
+        if r1 < n:  # by symmetry, rows r1..N-1 as queries against items r0..r1 (columns of the block)
+            cols = dist[:, r1 - r0:]
+            cnt, a, b = count_and_band(cols, lo[None, r1:], hi[None, r1:], 0)
+            below[r1:] += cnt
+            band_q.append(b + r1), band_g.append(a + r0), band_d.append(cols[a, b])
+    q = torch.cat(band_q).cpu().numpy()
+    g = torch.cat(band_g).cpu().numpy()
+    dv = torch.cat(band_d).cpu().numpy()
+    rank = below.cpu().numpy()
+    # exact nearest positive (d*, p*) per query: the first positive in (query, distance, index) order
+    order = np.lexsort((g, dv, q))
+    q, g, dv = q[order], g[order], dv[order]
+    pos = labels[q] == labels[g]
+    first = np.full(n, -1, dtype=np.int64)
+    uq, at = np.unique(q[pos], return_index=True)
+    first[uq] = np.flatnonzero(pos)[at]
+    has_pos = num_relevant(labels) > 0
+    if (first[has_pos] < 0).any():  # cannot happen if the bound holds; never return a wrong number
+        raise RuntimeError("retrieval_metrics: a nearest positive fell outside its certified band")
+    d_star = np.where(first >= 0, dv[np.maximum(first, 0)], -np.inf)
+    p_star = np.where(first >= 0, g[np.maximum(first, 0)], -1)
+    before = (dv < d_star[q]) | ((dv == d_star[q]) & (g < p_star[q]))
+    rank += np.bincount(q[before], minlength=n)
+    return best_d.cpu().numpy(), best_i.cpu().numpy(), rank
+
+
+def _loo_ranking_metrics(emb: np.ndarray, lab: np.ndarray, r: np.ndarray, ks: Sequence[int]
+                         ) -> dict[str, float] | None:
+    """`_ranking_metrics` of the leave-one-out search, from first-positive ranks and a top-R_max list.
+
+    Equal to the last digit to `_ranking_metrics(lab[idx], lab, r, ks)` with `idx` the top-K_max
+    lists of `nearest_neighbours`: Recall@K = mean over queries with R >= 1 of 1[rank < K] (the
+    same booleans, averaged the same way); P@1, R-precision and MAP@R see the same first R_max
+    columns (MAP@R on the full K_max width, padded, so that numpy sums in the same order).
+    Returns None (use the top-K_max search) when max(ks) is within `_RANK_SEARCH_MIN_RATIO` x R_max
+    (e.g. CUB, Cars: R ~ 60-80 > K = 8, so the top-R_max list is needed anyway and the counting would
+    only add work) or when the label layout makes the bounds too costly (`_MAX_POSITIVE_PAIRS`).
+    """
+    n = emb.shape[0]
+    k_top = max(1, int(r.max()))
+    if max(ks) <= _RANK_SEARCH_MIN_RATIO * k_top:  # the top-K_max list costs about the same: no gain
+        return None
+    classes = _classes_padded(lab)
+    if classes is None:
+        return None
+    s = min(k_top + 2, n)  # what `_sorted_knn` asks of its first search
+    top_d, top_i, rank = _loo_search(emb, lab, s, classes)
+    _, idx = _sorted_knn(emb, emb, k_top, np.arange(n), "torch", lambda s_: (top_d, top_i))
+    knn = lab[idx]
+    valid = r > 0
+    out = {f"recall@{k}": float((rank[valid] < k).mean()) for k in ks}
+    out["precision@1"] = precision_at_k(knn, lab, 1, r)
+    out["r_precision"] = r_precision(knn, lab, r)
+    out["map@r"] = _map_at_r_padded(knn, lab, r, max(max(ks), k_top))
+    return out
+
+
+def _map_at_r_padded(knn_labels: np.ndarray, query_labels: np.ndarray, r: np.ndarray, width: int) -> float:
+    """`map_at_r` on the first R_max columns, its per-query sums taken over `width` columns.
+
+    The terms P_q(i) rel_q(i) beyond R_max are 0, but numpy's pairwise summation groups the
+    non-zero ones differently for another row length; padding the (n, R_max) terms with zeros to
+    the K_max columns of the top-K_max search reproduces its sums bit for bit, at a fraction of its
+    cost (no (n, K_max) comparisons and cumulative sums).
+    """
+    r_max = int(r.max(initial=0))
+    rel, rv = _hits(knn_labels, query_labels, r, r_max, "map_at_r")
+    rel = rel & (np.arange(rel.shape[1])[None, :] < rv[:, None])
+    precision = np.cumsum(rel, 1) / np.arange(1, rel.shape[1] + 1)[None, :]
+    terms = np.zeros((rel.shape[0], max(width, rel.shape[1])))
+    np.multiply(precision, rel, out=terms[:, :rel.shape[1]])
+    return float((terms.sum(1) / rv).mean())
+
+
+# --------------------------------------------------------------------------------------------------
 # metrics on neighbour labels
 # --------------------------------------------------------------------------------------------------
 
@@ -476,8 +717,10 @@ def retrieval_metrics(embeddings: ArrayLike, labels: ArrayLike, ks: Sequence[int
         [0, 1]. Formulas in `recall_at_k`, `precision_at_k`, `r_precision`, `map_at_r`, `nmi_score`;
         queries of single-item classes (R = 0) are left out of all but NMI (module docstring).
 
-    One exact search of k_max = max(max(ks), R_max) neighbours per query (plus the query itself and
-    one to detect ties at the cut-off) feeds every ranking metric.
+    Search (torch back-end): one symmetric blocked pass gives every query's first-positive rank
+    (Recall@K for any K) and its top R_max (P@1, R-precision, MAP@R), see `_loo_ranking_metrics`.
+    faiss back-end: one exact search of k_max = max(max(ks), R_max) neighbours per query (plus the
+    query itself and one to detect ties at the cut-off) feeds every ranking metric. Same values.
     """
     emb, lab = _check_embeddings(embeddings, labels, "retrieval_metrics")
     n = emb.shape[0]
@@ -490,9 +733,11 @@ def retrieval_metrics(embeddings: ArrayLike, labels: ArrayLike, ks: Sequence[int
                          "answer (R = 0 everywhere); retrieval metrics are undefined")
     if nmi and len(np.unique(lab)) < 2:
         raise ValueError("retrieval_metrics: NMI needs at least 2 classes, got 1; pass nmi=False")
-    k_max = max(max(ks), int(r.max()))
-    _, idx = nearest_neighbours(emb, k_max, backend=backend)
-    out = _ranking_metrics(lab[idx], lab, r, ks)
+    be = _resolve_backend(backend)
+    out = _loo_ranking_metrics(emb, lab, r, ks) if be == "torch" else None
+    if out is None:  # faiss, or classes too large for the bounds: top-K_max lists
+        _, idx = nearest_neighbours(emb, max(max(ks), int(r.max())), backend=be)
+        out = _ranking_metrics(lab[idx], lab, r, ks)
     if nmi:
         out["nmi"] = nmi_score(emb, lab, seed=seed, niter=kmeans_niter, flop_budget=kmeans_flop_budget,
                                backend=backend)

@@ -7,7 +7,7 @@ from torch import nn
 from rankdml._checks import check_embeddings_labels
 from rankdml.distances import pairwise_distances
 from rankdml.losses.functional import zero_loss
-from rankdml.masks import check_triplets, negative_mask, positive_mask, triplets_to_pairs
+from rankdml.masks import check_triplets, same_label, triplets_to_pairs
 
 __all__ = ["ContrastiveLoss"]
 
@@ -68,11 +68,17 @@ class ContrastiveLoss(nn.Module):
         check_embeddings_labels(embeddings, labels, min_classes=2, where="ContrastiveLoss")
         dist = pairwise_distances(embeddings, eps=self.eps)  # (B, B)
         if indices is None:
-            pos, neg = positive_mask(labels), negative_mask(labels)  # (B, B)
-            if not pos.any():
+            # Dense over the (B, B) matrix, no boolean indexing (its nonzero + gather, and the scatter
+            # in the backward pass, cost more than the arithmetic at these sizes). Every ordered pair
+            # i != j is positive or negative, so the mean is over B (B - 1) terms.
+            same = same_label(labels)  # (B, B), diagonal included
+            b = labels.shape[0]
+            if int(same.sum()) == b:
                 return zero_loss(embeddings, "ContrastiveLoss", "no positive pair in the batch (all labels distinct)")
-            pos_terms = torch.relu(dist[pos] - self.pos_margin) ** 2  # (|P|,)
-            neg_terms = torch.relu(self.neg_margin - dist[neg]) ** 2  # (|N|,)
+            hinge = torch.where(same, dist - self.pos_margin, self.neg_margin - dist).clamp(min=0)  # (B, B)
+            if self.pos_margin < 0 or self.eps > 0:  # else the diagonal (D_ii = 0, m+ >= 0) costs 0: not a pair
+                hinge = hinge.masked_fill(torch.eye(b, dtype=torch.bool, device=hinge.device), 0.0)
+            return self.scale * hinge.square().sum() / (b * (b - 1))
         else:
             a1, p, a2, n = triplets_to_pairs(check_triplets(indices, labels, "ContrastiveLoss"))
             if a1.numel() == 0:
