@@ -38,7 +38,8 @@ def main(argv: list[str]) -> None:
     for chapter, results in sorted(runs.items()):
         seeds[chapter] = sorted(int(r["parameters"].get("seed", -1)) for r in results)
         if len(set(seeds[chapter])) < 3:
-            raise SystemExit(f"{chapter}: need at least 3 different seeds, have {seeds[chapter]}")
+            print(f"{chapter}: only seeds {seeds[chapter]}, at least 3 are needed: no tolerances", file=sys.stderr)
+            continue
         spread = defaultdict(float)
         for row in results[0]["metrics"]:
             for metric in results[0]["metrics"][row]:

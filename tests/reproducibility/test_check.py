@@ -57,3 +57,10 @@ def test_check_reproduction_refuses_other_parameters(results_dir, capsys):
 def test_unknown_chapter_has_a_clear_error(results_dir):
     with pytest.raises(FileNotFoundError, match="no stored metrics"):
         check_reproduction("10_missing", {}, "cuda", results_dir=results_dir)
+
+
+def test_chapter_without_measured_tolerances_is_compared_exactly(results_dir, capsys):
+    (results_dir / "08_new.json").write_text(json.dumps({"parameters": {}, "metrics": {"net": {"nmi": 0.7}}}))
+    rows = check_reproduction("08_new", {"net": {"nmi": 0.7001}}, "cuda", results_dir=results_dir)
+    assert [r["verdict"] for r in rows] == ["DIFFERS"]
+    assert "no tolerances measured for 08_new yet" in capsys.readouterr().out
