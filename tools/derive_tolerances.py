@@ -21,6 +21,9 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "lib"))
+
+from rankdml.book import row_key  # noqa: E402  (rows named after a chosen epoch line up without it)
 RESULTS = ROOT / "book" / "results"
 FACTOR = 4.0
 
@@ -41,9 +44,10 @@ def main(argv: list[str]) -> None:
             print(f"{chapter}: only seeds {seeds[chapter]}, at least 3 are needed: no tolerances", file=sys.stderr)
             continue
         spread = defaultdict(float)
-        for row in results[0]["metrics"]:
-            for metric in results[0]["metrics"][row]:
-                values = [r["metrics"][row][metric] for r in results]
+        keyed = [{row_key(name): values for name, values in r["metrics"].items()} for r in results]
+        for row in keyed[0]:
+            for metric in keyed[0][row]:
+                values = [k[row][metric] for k in keyed]
                 spread[metric] = max(spread[metric], float(np.std(values, ddof=1)))
         chapters[chapter] = {m: math.ceil(FACTOR * s * 1e4) / 1e4 for m, s in sorted(spread.items())}
     out = {"how": f"{FACTOR:g} x the largest standard deviation over seeds among a chapter's rows; "

@@ -133,16 +133,26 @@ def tolerances(chapter: str, results_dir: str | Path | None = None) -> dict[str,
     return json.loads(path.read_text())["chapters"].get(chapter, {})
 
 
+def row_key(name: str) -> str:
+    """A results row's name without the epoch it names: "classifier (epoch 19, chosen on val)" ->
+    "classifier (chosen on val)", so that runs which chose another epoch still line up."""
+    import re
+
+    return re.sub(r"\s*\bepoch \d+,?\s*", " ", name).replace("( ", "(").strip()
+
+
 def compare_metrics(stored: Mapping[str, Mapping[str, float]], now: Mapping[str, Mapping[str, float]],
                     tolerance: Mapping[str, float]) -> list[dict[str, Any]]:
     """One row per (row, metric) of `stored`: stored, now, difference, tolerance and a verdict.
 
-    A metric without a tolerance must match exactly; a row or metric missing from `now` fails.
+    Rows are matched by `row_key`. A metric without a tolerance must match exactly; a row or
+    metric missing from `now` fails.
     """
     rows = []
+    now_by_key = {row_key(name): values for name, values in now.items()}
     for name, metrics in stored.items():
         for metric, value in metrics.items():
-            got = now.get(name, {}).get(metric)
+            got = now_by_key.get(row_key(name), {}).get(metric)
             tol = float(tolerance.get(metric, 0.0))
             diff = None if got is None else float(got) - float(value)
             ok = diff is not None and abs(diff) <= tol + 1e-12

@@ -64,3 +64,13 @@ def test_chapter_without_measured_tolerances_is_compared_exactly(results_dir, ca
     rows = check_reproduction("08_new", {"net": {"nmi": 0.7001}}, "cuda", results_dir=results_dir)
     assert [r["verdict"] for r in rows] == ["DIFFERS"]
     assert "no tolerances measured for 08_new yet" in capsys.readouterr().out
+
+
+def test_rows_named_after_a_chosen_epoch_line_up():
+    from rankdml.book import row_key
+
+    assert row_key("classifier (epoch 19, chosen on val)") == "classifier (chosen on val)"
+    assert row_key("classifier, best test epoch (optimistic)") == "classifier, best test epoch (optimistic)"
+    rows = compare_metrics({"classifier (epoch 19, chosen on val)": {"map@r": 0.2}},
+                           {"classifier (epoch 20, chosen on val)": {"map@r": 0.21}}, {"map@r": 0.02})
+    assert [r["verdict"] for r in rows] == ["ok"]
