@@ -1,6 +1,7 @@
 """The global batch's gather against the loss it feeds, on 2 CPU processes (gloo); not a test.
 
-    python bench/bench_distributed.py [--quick] [--out DIR]
+    python bench/bench_distributed.py [--quick] [--out DIR] [--plot PNG]
+    python bench/bench_distributed.py --replot bench/results_distributed.json --plot book/images/bench/distributed.png
 
 Two processes (torch.multiprocessing spawn, gloo, 1 thread each) hold B/2 embeddings each
 (D = 128, float32, P x K = B/8 classes x 8). Per step and per rank, median over repeats:
@@ -120,12 +121,46 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def plot(rows: list[dict], path: Path) -> None:
+    """Time per step of the gather and of the loss against B, one line per loss, log-log."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = [{**r, "B": int(r["case"].split("B=")[1])} for r in rows]
+    fig, ax = plt.subplots(figsize=(6.4, 3.8))
+    losses = sorted({r["case"].split(",")[0] for r in rows})
+    for name, colour in zip(losses, ["tab:blue", "tab:orange", "tab:green"]):
+        mine = sorted((r for r in rows if r["case"].startswith(name + ",")), key=lambda r: r["B"])
+        ax.plot([r["B"] for r in mine], [1e3 * r["theirs_s"] for r in mine], "o-", color=colour,
+                label=f"loss: {name}")
+    gather = sorted({r["B"]: r for r in rows}.values(), key=lambda r: r["B"])
+    ax.plot([r["B"] for r in gather], [1e3 * r["ours_s"] for r in gather], "s--", color="black", label="gather")
+    ax.plot([r["B"] for r in gather], [1e3 * r["floor_s"] for r in gather], ":", color="grey",
+            label="bare collectives")
+    ax.set_xscale("log", base=2), ax.set_yscale("log")
+    ax.set_xlabel("global batch size B"), ax.set_ylabel("ms per step (forward + backward)")
+    ax.grid(alpha=0.3, which="both"), ax.legend(fontsize=8, frameon=False)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="B = 384 and 1024 only, 3 repeats")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench"),
                         help="folder for bench_distributed.json (default outputs/bench, so that `make bench` runs it)")
+    parser.add_argument("--plot", type=Path, default=None, help="also draw the figure into this PNG")
+    parser.add_argument("--replot", type=Path, default=None, help="draw --plot from this stored JSON; run nothing")
     args = parser.parse_args()
+    if args.replot is not None:
+        if args.plot is None:
+            parser.error("--replot needs --plot PNG")
+        stored = json.loads(args.replot.read_text())
+        plot(stored["rows"] if isinstance(stored, dict) else stored, args.plot)
+        return
     sizes, repeats = ([384, 1024], 3) if args.quick else ([384, 1024, 2048, 4096], 5)
     args.out.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
@@ -135,6 +170,8 @@ def main() -> None:
     (args.out / "bench_distributed.json").write_text(json.dumps(rows, indent=1) + "\n")
     print(f"torch {torch.__version__}, {WORLD} gloo processes x 1 thread, D = {DIM}, median of {repeats}")
     print(table(rows))
+    if args.plot is not None:
+        plot(rows, args.plot)
 
 
 if __name__ == "__main__":

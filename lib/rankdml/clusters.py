@@ -265,6 +265,10 @@ class ClusterRefresh(Callback):
             whose loader need not yield batch indices).
     """
 
+    supports_distributed = False  # fit refuses it on several processes, saying why
+    distributed_note = ("the refresh embeds the whole training set and runs k-means in one process; it is not "
+                        "sharded")
+
     def __init__(self, index: ClusterIndex, dataset, *, every: int | None = 50, at_steps: Sequence[int] = (),
                  init_representatives: bool = False, sampler=None, batch_size: int = 256,
                  feed_losses: bool = True):

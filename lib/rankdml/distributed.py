@@ -48,7 +48,8 @@ from rankdml._checks import check_embeddings_labels
 
 __all__ = ["LaunchInfo", "launch_info", "init", "shutdown", "is_distributed", "rank", "world_size",
            "is_main", "barrier", "device_for_rank", "all_gather_with_grad", "gather_batch",
-           "GlobalBatchLoss", "eval_shard", "gather_embeddings_for_eval"]
+           "GlobalBatchLoss", "eval_shard", "gather_embeddings_for_eval", "broadcast_module_state",
+           "average_gradients", "broadcast_object", "all_gather_object", "any_rank"]
 
 
 @dataclass(frozen=True)
@@ -335,31 +336,74 @@ class GlobalBatchLoss(nn.Module):
     def broadcast_state(self, src: int = 0) -> None:
         """Copy rank `src`'s parameters and buffers of the loss to every rank (no-op in one process)."""
         self._state_broadcast = True
-        if not is_distributed():
-            return
-        with torch.no_grad():
-            for tensor in list(self.loss.parameters()) + list(self.loss.buffers()):
-                dist.broadcast(tensor.data, src)
+        broadcast_module_state(self.loss, src)
 
     def average_gradients(self) -> None:
-        """Average the gradients of the loss's parameters over the ranks (one all-reduce; no-op in one process).
+        """Average the gradients of the loss's parameters over the ranks (see :func:`average_gradients`)."""
+        average_gradients(self.loss)
 
-        A parameter without a gradient on every rank keeps ``grad=None`` (optimisers then skip it).
-        """
-        params = [p for p in self.loss.parameters() if p.requires_grad]
-        if not params or not is_distributed():
-            return
-        flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
-                         + [torch.tensor([float(p.grad is not None) for p in params], dtype=params[0].dtype,
-                                         device=params[0].device)])
-        dist.all_reduce(flat, op=dist.ReduceOp.SUM)
-        flat /= dist.get_world_size()
-        offset, had_grad = 0, flat[-len(params):] > 0
-        for p, has in zip(params, had_grad.tolist()):
-            chunk = flat[offset:offset + p.numel()].view_as(p)
-            offset += p.numel()
-            if has:
-                p.grad = chunk.clone()
+
+def broadcast_module_state(module: nn.Module, src: int = 0, *, buffers_only: bool = False) -> None:
+    """Copy rank `src`'s parameters and buffers of `module` (or only its buffers) to every rank.
+
+    No-op in one process. `fit` uses it for the loss's own parameters at the start (DDP does the
+    same for the model) and for the model's buffers (BatchNorm statistics, which each rank updates
+    from its own share) before every evaluation, so that every rank evaluates rank 0's model.
+    """
+    if not is_distributed():
+        return
+    tensors = list(module.buffers()) if buffers_only else list(module.parameters()) + list(module.buffers())
+    with torch.no_grad():
+        for tensor in tensors:
+            dist.broadcast(tensor.data, src)
+
+
+def average_gradients(module: nn.Module) -> None:
+    """Average the gradients of `module`'s parameters over the ranks (one all-reduce; no-op in one process).
+
+    For parameters outside the DDP-wrapped model (a loss's β or proxies): each rank computed their
+    gradient from the same global loss, so averaging changes nothing but float noise, and keeps the
+    ranks from drifting apart. A parameter without a gradient on every rank keeps ``grad=None``.
+    """
+    params = [p for p in module.parameters() if p.requires_grad]
+    if not params or not is_distributed():
+        return
+    flat = torch.cat([(p.grad if p.grad is not None else torch.zeros_like(p)).reshape(-1) for p in params]
+                     + [torch.tensor([float(p.grad is not None) for p in params], dtype=params[0].dtype,
+                                     device=params[0].device)])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= dist.get_world_size()
+    offset, had_grad = 0, flat[-len(params):] > 0
+    for p, has in zip(params, had_grad.tolist()):
+        chunk = flat[offset:offset + p.numel()].view_as(p)
+        offset += p.numel()
+        if has:
+            p.grad = chunk.clone()
+
+
+def broadcast_object(obj, src: int = 0):
+    """Rank `src`'s picklable `obj` on every rank (the object itself in one process)."""
+    if not is_distributed():
+        return obj
+    box = [obj if rank() == src else None]
+    dist.broadcast_object_list(box, src)
+    return box[0]
+
+
+def all_gather_object(obj) -> list:
+    """Every rank's picklable `obj`, in rank order (``[obj]`` in one process)."""
+    if not is_distributed():
+        return [obj]
+    out = [None] * world_size()
+    dist.all_gather_object(out, obj)
+    return out
+
+
+def any_rank(flag: bool) -> bool:
+    """True on every rank when `flag` is true on at least one (``flag`` in one process)."""
+    if not is_distributed():
+        return bool(flag)
+    return any(all_gather_object(bool(flag)))
 
 
 def eval_shard(num_items: int) -> range:

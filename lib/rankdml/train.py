@@ -6,6 +6,9 @@ The loss is any module called as `loss(embeddings, labels)` (or, with a miner,
 Evaluation on named splits (`evaluate_splits`) and custom evaluators, every N epochs or every N
 steps, goes into a `History`. Checkpoints (`rankdml.checkpoint`) hold the whole state, so a run
 resumed from any of them, also from the middle of an epoch, equals the uninterrupted run.
+
+The same call runs on several processes (``torchrun --nproc_per_node=N``, or processes that joined
+a torch.distributed group themselves): see "Several processes" in `fit`'s docstring.
 """
 from __future__ import annotations
 
@@ -23,10 +26,11 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
+from rankdml import distributed
 from rankdml.callbacks import Callback, EarlyStopping, TrainState, as_callback
 from rankdml.checkpoint import (config_mismatch, describe, load_checkpoint, rng_state, save_checkpoint,
                                 set_rng_state, stateful_parts)
-from rankdml.metrics import evaluate
+from rankdml.metrics import embed, evaluate, query_gallery_metrics, retrieval_metrics
 from rankdml.runtime import progress as progress_bar, resolve_device
 
 __all__ = ["fit", "History", "Callback", "TrainState", "EarlyStopping", "evaluate_split", "evaluate_splits",
@@ -109,6 +113,32 @@ def evaluate_splits(model: nn.Module, eval_sets: Mapping[str, EvalSet], *, ks: S
     return out
 
 
+def _embed_shared(model: nn.Module, dataset: Dataset, batch_size: int, device: torch.device, progress: bool):
+    """Each rank embeds its contiguous share of `dataset`; rank 0 gets the whole (N, D), (N,), the others None."""
+    shard = torch.utils.data.Subset(dataset, list(distributed.eval_shard(len(dataset))))
+    emb, lab = embed(model, shard, batch_size=batch_size, device=device, progress=progress)
+    return distributed.gather_embeddings_for_eval(emb.to(device), lab.to(device))
+
+
+def _evaluate_splits_distributed(model: nn.Module, eval_sets: Mapping[str, EvalSet], *, ks: Sequence[int],
+                                 nmi: bool, batch_size: int, device: torch.device,
+                                 progress: bool) -> dict[str, float] | None:
+    """`evaluate_splits` on several processes: embeddings computed in shares, metrics on rank 0 only (None elsewhere)."""
+    out: dict[str, float] = {}
+    for split, data in eval_sets.items():
+        query, gallery = data if isinstance(data, tuple) else (data, None)
+        q_emb, q_lab = _embed_shared(model, query, batch_size, device, progress)
+        if gallery is None:
+            metrics = retrieval_metrics(q_emb.cpu(), q_lab.cpu(), ks, nmi=nmi) if q_emb is not None else None
+        else:
+            g_emb, g_lab = _embed_shared(model, gallery, batch_size, device, progress)
+            metrics = (query_gallery_metrics(q_emb.cpu(), q_lab.cpu(), g_emb.cpu(), g_lab.cpu(), ks)
+                       if q_emb is not None else None)
+        if metrics is not None:
+            out.update({f"{split}/{name}": value for name, value in metrics.items()})
+    return out if distributed.is_main() else None
+
+
 def _run_evaluators(state: TrainState, evaluators: Mapping[str, Evaluator]) -> dict[str, float]:
     out: dict[str, float] = {}
     if not evaluators:
@@ -167,14 +197,27 @@ def _describe_callable(obj: Any) -> str:
     return repr(obj)
 
 
+def _describe_sampler(sampler: Any) -> str:
+    """A sharded sampler described without its rank, so that every rank's configuration is the same."""
+    inner = getattr(sampler, "sampler", None)
+    if getattr(sampler, "num_replicas", None) is not None and inner is not None and hasattr(sampler, "rank"):
+        return f"{type(sampler).__name__}({describe(inner)}, num_replicas={sampler.num_replicas})"
+    return describe(sampler)
+
+
 def _configuration(model, loss, optimizer, scheduler, scheduler_interval, miner, sampler, steps_per_epoch,
                    eval_sets, evaluators, evaluate_every, evaluate_every_steps, evaluate_before, ks, nmi,
                    precision, callbacks) -> dict[str, str]:
     """What must be equal for a checkpoint to continue this run (not the length of the run, nor the device)."""
-    return {
+    if distributed.is_distributed():
+        sampler_description = _describe_sampler(sampler)
+        processes = {"world_size": str(distributed.world_size())}  # only then: older one-process checkpoints load
+    else:
+        sampler_description, processes = describe(sampler), {}
+    return {**processes,
         "model": describe(model), "loss": describe(loss), "optimizer": describe(optimizer),
         "scheduler": describe(scheduler), "scheduler_interval": scheduler_interval,
-        "miner": _describe_callable(miner), "sampler": describe(sampler), "steps_per_epoch": str(steps_per_epoch),
+        "miner": _describe_callable(miner), "sampler": sampler_description, "steps_per_epoch": str(steps_per_epoch),
         "eval_sets": repr({k: ([len(d) for d in v] if isinstance(v, tuple) else len(v)) for k, v in eval_sets.items()}),
         "evaluators": repr(list(evaluators)), "evaluate_every": str(evaluate_every),
         "evaluate_every_steps": str(evaluate_every_steps), "evaluate_before": str(evaluate_before),
@@ -184,9 +227,15 @@ def _configuration(model, loss, optimizer, scheduler, scheduler_interval, miner,
 
 
 def _optimiser_step(batch: Any, state: TrainState, autocast: Callable, precision: str, loss_needs: bool,
-                    miner_needs: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
-    """One batch: forward, (mining), loss, backward, optimiser step. Returns (embeddings, labels, indices, loss)."""
-    model, loss, miner, device = state.model, state.loss, state.miner, state.device
+                    miner_needs: bool, forward: nn.Module, ddp: bool
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None, torch.Tensor]:
+    """One batch: forward, (gather), (mining), loss, backward, optimiser step.
+
+    `forward` is the model, or its DistributedDataParallel wrapper on several processes (`ddp`),
+    where each rank's share is gathered into the global batch before mining and the loss.
+    Returns (embeddings, labels, indices, loss) of the (global) batch.
+    """
+    loss, miner, device = state.loss, state.miner, state.device
     images, labels, batch_indices = _unpack(batch)
     if (loss_needs or miner_needs) and batch_indices is None:
         raise ValueError(f"{type(loss).__name__ if loss_needs else type(miner).__name__} needs the dataset "
@@ -194,9 +243,11 @@ def _optimiser_step(batch: Any, state: TrainState, autocast: Callable, precision
     images, labels = images.to(device), labels.to(device)
     batch_indices = batch_indices.to(device) if batch_indices is not None else None
     with autocast():
-        embeddings = model(images)
+        embeddings = forward(images)
     if precision == "bf16":
         embeddings = embeddings.float()  # ranking losses (exp, sorting, small margins) in float32
+    if ddp:  # every rank computes the loss of the global batch; see rankdml.distributed for the gradient
+        embeddings, labels, batch_indices = distributed.gather_batch(embeddings, labels, batch_indices)
     kwargs = {}
     if miner is not None:
         kwargs["indices"] = (miner(embeddings, labels, batch_indices=batch_indices) if miner_needs
@@ -210,8 +261,29 @@ def _optimiser_step(batch: Any, state: TrainState, autocast: Callable, precision
                                  f"rate or check the loss's inputs")
     state.optimizer.zero_grad(set_to_none=True)
     value.backward()
+    if ddp:
+        distributed.average_gradients(loss)  # the loss's own parameters (β, proxies) live outside DDP
     state.optimizer.step()
     return embeddings, labels, batch_indices, value
+
+
+def _check_distributed(loader: DataLoader, loss: nn.Module, miner: Any, callbacks: Sequence[Callback]) -> None:
+    """Refuse, with the fix, what cannot run on several processes."""
+    batch_sampler = getattr(loader, "batch_sampler", None)
+    parts = [("the loader's batch sampler", batch_sampler), ("the loss", loss), ("the miner", miner)]
+    parts += [(f"the callback {type(c).__name__}", c) for c in callbacks]
+    for what, obj in parts:
+        if obj is not None and getattr(obj, "supports_distributed", True) is False:
+            why = getattr(obj, "distributed_note", "")
+            raise ValueError(f"{what} ({type(obj).__name__}) does not support training on several processes"
+                             f"{': ' + why if why else ''}; run it in a single process")
+    world = distributed.world_size()
+    shards = {getattr(batch_sampler, "num_replicas", None), getattr(getattr(loader, "sampler", None), "num_replicas", None)}
+    if world not in shards:
+        raise ValueError(f"fit runs on {world} processes but the loader's sampler is not sharded between them, so "
+                         f"every process would train on the same items; wrap the batch sampler as "
+                         f"rankdml.data.DistributedPKSampler(PKSampler(labels, P, K, seed=...)) (or use a "
+                         f"torch DistributedSampler)")
 
 
 # --------------------------------------------------------------------------------------------------
@@ -276,6 +348,27 @@ def fit(model: nn.Module, loss: nn.Module, loader: DataLoader, *, epochs: int | 
     random generators (torch CPU/CUDA, NumPy, Python), the sampler's, miner's and callbacks' states
     are then restored as they were after the last step done.
 
+    Several processes (``torchrun --nproc_per_node=N script.py``, NCCL on GPUs, gloo on CPUs): `fit`
+    joins the process group torchrun describes (`rankdml.distributed.init`), `device="auto"` picks
+    ``cuda:LOCAL_RANK`` (or the CPU), the model is wrapped in DistributedDataParallel, and the
+    loader's batch sampler must be sharded (`rankdml.data.DistributedPKSampler`; else a ValueError).
+    Each rank embeds its share; embeddings, labels and batch indices are gathered so that the miner,
+    the loss and the callbacks see the global batch, and every parameter's gradient is the
+    single-process gradient of that batch (`rankdml.distributed`). The loss's own parameters start
+    from rank 0's values and their gradients are averaged. Evaluation: each rank embeds a share of
+    every split with rank 0's model (its BatchNorm buffers are broadcast first), rank 0 alone
+    computes the metrics and runs the custom `evaluators`, and the results are broadcast, so the
+    `History` is the same on every rank (each epoch record is rank 0's). Callbacks run on every rank,
+    seeing the same global batch; one with ``rank_zero_only = True`` runs on rank 0 only, and one
+    with ``supports_distributed = False`` (Magnet's sampler and cluster refresh, PADS) is refused.
+    `should_stop` set on any rank stops every rank. Checkpoints are written by rank 0 (with every
+    rank's random generator states) into a folder all ranks can read, and every rank resumes from
+    it; a checkpoint of another number of processes is refused. Progress bars show on rank 0 only.
+    BatchNorm layers normalise each rank's share by its own statistics (as in all DDP training; on
+    GPUs ``torch.nn.SyncBatchNorm.convert_sync_batchnorm(model)`` makes them global). Seed each rank
+    differently (``seed_everything(seed + rank)``) if the data augmentation draws from torch's
+    global generator, or every rank augments its share with the same random numbers.
+
     Returns: the `History`, one record per epoch (epoch 0 holds the metrics before training).
     """
     if epochs is None and max_steps is None:
@@ -307,7 +400,9 @@ def fit(model: nn.Module, loss: nn.Module, loader: DataLoader, *, epochs: int | 
     # is the expected length (state.total_steps, for schedules), not a limit.
     step_limit = max_steps if max_steps is not None else math.inf
     total_steps = epochs * steps_per_epoch if max_steps is None else min(max_steps, epochs * steps_per_epoch)
-    device = resolve_device(device)
+    distributed.init()  # joins torchrun's process group; nothing without one
+    ddp = distributed.is_distributed()
+    device = distributed.device_for_rank() if ddp and device == "auto" else resolve_device(device)
     if precision == "bf16" and device.type != "cuda":
         raise ValueError(f"precision='bf16' autocasts on CUDA only, the device is {device}; use precision='fp32'")
     model.to(device)
@@ -316,6 +411,11 @@ def fit(model: nn.Module, loss: nn.Module, loader: DataLoader, *, epochs: int | 
         optimizer = torch.optim.Adam([*model.parameters(), *loss.parameters()], lr=lr, weight_decay=weight_decay)
     eval_sets, evaluators = dict(eval_sets or {}), dict(evaluators or {})
     callbacks = [as_callback(c) for c in callbacks]
+    if ddp:
+        _check_distributed(loader, loss, miner, callbacks)
+    main = distributed.is_main()
+    # the callbacks whose hooks run in this process (all of them, but on rank 0 only for rank_zero_only ones)
+    hooks = [c for c in callbacks if main or not getattr(c, "rank_zero_only", False)]
     loss_needs, miner_needs = _needs_indices(loss), _needs_indices(miner)
     # objects outside the modules' state_dicts whose state a checkpoint must carry
     parts = stateful_parts(loss, "loss")
@@ -326,7 +426,7 @@ def fit(model: nn.Module, loss: nn.Module, loader: DataLoader, *, epochs: int | 
                             eval_sets, evaluators, evaluate_every, evaluate_every_steps, evaluate_before, ks, nmi,
                             precision, callbacks)
     autocast = (lambda: torch.autocast("cuda", dtype=torch.bfloat16)) if precision == "bf16" else contextlib.nullcontext
-    bars = None if progress else True  # None: on unless TQDM_DISABLE=1
+    bars = None if progress and main else True  # None: on unless TQDM_DISABLE=1
 
     history = History()
     state = TrainState(model=model, loss=loss, optimizer=optimizer, device=device, loader=loader,
@@ -334,9 +434,17 @@ def fit(model: nn.Module, loss: nn.Module, loader: DataLoader, *, epochs: int | 
                        history=history)
 
     def run_evaluation() -> dict[str, float]:
-        out = evaluate_splits(model, eval_sets, ks=ks, nmi=nmi, batch_size=eval_batch_size, device=device,
-                              progress=progress) if eval_sets else {}
-        out.update(_run_evaluators(state, evaluators))
+        if ddp:
+            distributed.broadcast_module_state(model, buffers_only=True)  # evaluate rank 0's model everywhere
+            out = _evaluate_splits_distributed(model, eval_sets, ks=ks, nmi=nmi, batch_size=eval_batch_size,
+                                               device=device, progress=progress and main) if eval_sets else {}
+            if main:
+                out.update(_run_evaluators(state, evaluators))
+            out = distributed.broadcast_object(out)
+        else:
+            out = evaluate_splits(model, eval_sets, ks=ks, nmi=nmi, batch_size=eval_batch_size, device=device,
+                                  progress=progress) if eval_sets else {}
+            out.update(_run_evaluators(state, evaluators))
         state.last_eval = out
         return out
 
@@ -344,18 +452,23 @@ def fit(model: nn.Module, loss: nn.Module, loader: DataLoader, *, epochs: int | 
     position = {"epoch": 0, "batches_done": 0, "epoch_finished": True, "loss_sum": 0.0, "epoch_start_rng": None}
 
     def write_checkpoint(epoch_start: Any, loss_sum: float, finished: bool) -> None:
+        rng, start_rng = rng_state(), epoch_start
+        if ddp:  # every rank's generators, so that each resumes with its own
+            rng, start_rng = distributed.all_gather_object(rng), distributed.all_gather_object(epoch_start)
+            if not main:
+                return
         save_checkpoint(ckpt, {
             "format": CHECKPOINT_FORMAT, "config": config, "model": model.state_dict(), "loss": loss.state_dict(),
             "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict() if scheduler is not None else None,
             "parts": {name: obj.state_dict() for name, obj in parts.items()},
             "sampler": sampler.state_dict() if sampler_has_state else None,
-            "callbacks": [c.state_dict() for c in callbacks], "rng": rng_state(),
+            "callbacks": [c.state_dict() for c in callbacks], "rng": rng,
             "step": state.step, "epoch": state.epoch, "batches_done": state.batch_in_epoch, "epoch_finished": finished,
-            "loss_sum": loss_sum, "epoch_start_rng": epoch_start, "stopped": state.should_stop,
+            "loss_sum": loss_sum, "epoch_start_rng": start_rng, "stopped": state.should_stop,
             "last_eval": {k: _plain(v) for k, v in state.last_eval.items()} if state.last_eval is not None else None,
             "history": _plain_records(history.records), "step_records": _plain_records(history.step_records)})
 
-    for callback in callbacks:
+    for callback in hooks:
         callback.on_fit_start(state)
 
     saved = None
@@ -383,6 +496,10 @@ def fit(model: nn.Module, loss: nn.Module, loader: DataLoader, *, epochs: int | 
         state.step, state.epoch, state.should_stop = saved["step"], saved["epoch"], saved["stopped"]
         state.last_eval = saved["last_eval"]
         position = {k: saved[k] for k in position}
+        if ddp:  # this rank's own generator states
+            saved["rng"] = saved["rng"][distributed.rank()]
+            position["epoch_start_rng"] = (position["epoch_start_rng"][distributed.rank()]
+                                           if position["epoch_start_rng"] is not None else None)
         if position["epoch_finished"]:  # a mid-epoch resume restores these after replaying the epoch's batches
             set_rng_state(saved["rng"])
             if sampler_has_state:
@@ -390,6 +507,14 @@ def fit(model: nn.Module, loss: nn.Module, loader: DataLoader, *, epochs: int | 
     elif evaluate_before and (eval_sets or evaluators):
         history.records.append({"epoch": 0, **run_evaluation()})
 
+    forward = model
+    if ddp:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # rank 0's weights everywhere (the constructor broadcasts them); the loss's own parameters likewise
+        forward = DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        distributed.broadcast_module_state(loss)
+        inner_sampler = getattr(loader, "sampler", None)
     first = position["epoch"] + 1 if position["epoch_finished"] else position["epoch"]
     epoch_bar = progress_bar(total=epochs, initial=first - 1, desc="epochs", disable=bars)
     epoch = first
@@ -400,6 +525,8 @@ def fit(model: nn.Module, loss: nn.Module, loader: DataLoader, *, epochs: int | 
         resumed_here = pending and epoch == first
         if hasattr(sampler, "set_epoch"):
             sampler.set_epoch(epoch - 1)  # the batches of an epoch depend on the epoch, also after a resume
+        elif ddp and hasattr(inner_sampler, "set_epoch"):  # a torch DistributedSampler inside a BatchSampler
+            inner_sampler.set_epoch(epoch - 1)
         model.train()
         loss.train()
         if resumed_here:
@@ -409,7 +536,7 @@ def fit(model: nn.Module, loss: nn.Module, loader: DataLoader, *, epochs: int | 
             epoch_start = position["epoch_start_rng"]
         else:
             state.batch_in_epoch = 0
-            for callback in callbacks:
+            for callback in hooks:
                 callback.on_epoch_start(state)
             epoch_start = rng_state() if ckpt is not None and checkpoint_every_steps else None
         batches = iter(progress_bar(loader, desc=f"epoch {epoch}", leave=False, disable=bars))
@@ -426,7 +553,7 @@ def fit(model: nn.Module, loss: nn.Module, loader: DataLoader, *, epochs: int | 
                 sampler.load_state_dict(saved["sampler"])
         for batch in batches if state.step < step_limit and not state.should_stop else ():
             embeddings, labels, batch_indices, value = _optimiser_step(batch, state, autocast, precision, loss_needs,
-                                                                      miner_needs)
+                                                                      miner_needs, forward, ddp)
             state.loss_value = value.item()
             total += state.loss_value
             state.step += 1
@@ -436,8 +563,10 @@ def fit(model: nn.Module, loss: nn.Module, loader: DataLoader, *, epochs: int | 
                 scheduler.step()
             if evaluate_every_steps and state.step % evaluate_every_steps == 0:
                 history.step_records.append({"step": state.step, "epoch": epoch, **run_evaluation()})
-            for callback in callbacks:
+            for callback in hooks:
                 callback.on_step_end(state)
+            if ddp:
+                state.should_stop = distributed.any_rank(state.should_stop)
             if ckpt is not None and checkpoint_every_steps and state.step % checkpoint_every_steps == 0:
                 write_checkpoint(epoch_start, total, finished=False)
             if state.step >= step_limit or state.should_stop:
@@ -451,14 +580,18 @@ def fit(model: nn.Module, loss: nn.Module, loader: DataLoader, *, epochs: int | 
                 scheduler.step()
         if (eval_sets or evaluators) and (epoch % evaluate_every == 0 or last):
             record.update(run_evaluation())
+        if ddp:
+            record = distributed.broadcast_object(record)  # rank 0's, seconds included: one History everywhere
         history.records.append(record)
-        for callback in callbacks:
+        for callback in hooks:
             callback.on_epoch_end(state, record)
+        if ddp:
+            state.should_stop = distributed.any_rank(state.should_stop)
         if ckpt is not None:
             write_checkpoint(None, 0.0, finished=True)
         epoch_bar.update(1)
         epoch += 1
     epoch_bar.close()
-    for callback in callbacks:
+    for callback in hooks:
         callback.on_fit_end(state)
     return history

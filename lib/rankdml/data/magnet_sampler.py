@@ -37,6 +37,10 @@ class MagnetSampler(Sampler[list[int]]):
         seed: seed of the generator.
     """
 
+    supports_distributed = False  # fit refuses it on several processes, saying why
+    distributed_note = ("MagnetSampler draws each batch from a cluster index that the loss updates after every "
+                        "step; sharding it between processes is not implemented")
+
     updates_during_epoch = True
 
     def __init__(self, index, M: int, D: int, *, allow_replacement: bool = False, num_batches: int | None = None,

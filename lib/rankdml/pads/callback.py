@@ -80,6 +80,10 @@ class PADS(Callback):
     its draws do not depend on the device; the miner draws on the embeddings' device.
     """
 
+    supports_distributed = False  # fit refuses it on several processes, saying why
+    distributed_note = ("the policy's reward, state and update are computed in one process; keeping them identical "
+                        "on every rank is not implemented")
+
     def __init__(self, val_set: Dataset, *, sample_every: int = 30, n_support: int = 30,
                  support_limit: Sequence[float] = (0.1, 1.4), init_distribution: str = "uniform_low",
                  init_params: Sequence[float] = (0.5, 0.04), merge_out_of_range: bool = True,
