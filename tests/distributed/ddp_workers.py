@@ -18,7 +18,7 @@ from torch import nn
 
 from rankdml.data import DistributedPKSampler, PKSampler
 from rankdml.losses import (AngularLoss, ContrastiveLoss, LiftedStructureLoss, MarginLoss, NPairsLoss,
-                            TripletLoss)
+                            SmoothAPLoss, TripletLoss)
 from rankdml.mining import BatchHardMiner, DistanceWeightedSampler, SemiHardMiner
 
 IN_DIM, EMB_DIM, NUM_CLASSES, PER_CLASS = 5, 4, 10, 5
@@ -65,6 +65,8 @@ CASES = {
     "angular": (2, lambda: (AngularLoss(), None)),
     "margin_all_pairs_per_class_beta": (3, lambda: (MarginLoss(num_classes=NUM_CLASSES, beta=0.9), None)),
     "margin+distance_weighted": (3, lambda: (MarginLoss(beta=0.9, sampler=_dws()), None)),
+    "smooth_ap": (3, lambda: (SmoothAPLoss(temperature=0.1), None)),
+    "smooth_ap_original": (3, lambda: (SmoothAPLoss(temperature=0.1, variant="original"), None)),
     "margin_per_class_beta+distance_weighted_miner": (
         3, lambda: (MarginLoss(num_classes=NUM_CLASSES, beta=0.9, nu=0.1), _dws(11))),
 }
