@@ -1,6 +1,8 @@
 """Tests for rankdml.metrics: brute-force references, hand-worked cases, pytorch-metric-learning."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -274,6 +276,17 @@ def test_nmi_close_to_sklearn_kmeans():
     x, y = blobs(8, 50, 3.0, seed=2)
     ref = normalized_mutual_info_score(y, KMeans(8, n_init=10, random_state=0).fit_predict(x))
     assert M.nmi_score(x, y, nredo=10) == pytest.approx(ref, abs=0.03)
+
+
+def test_kmeans_says_when_the_budget_cuts_iterations():
+    pytest.importorskip("faiss")
+    x = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32)
+    with pytest.warns(RuntimeWarning, match=r"1 Lloyd iteration\(s\) instead of 20"):
+        M.kmeans_assign(x, 10, flop_budget=1.0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the full 20 iterations: no warning
+        M.kmeans_assign(x, 10)
+        M.kmeans_assign(x, 10, niter=1, flop_budget=1.0)  # asked for explicitly: no warning either
 
 
 def test_kmeans_niter_budget():

@@ -47,6 +47,7 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
 from typing import Any, Iterable, Literal, Sequence
 
 import numpy as np
@@ -641,8 +642,8 @@ def kmeans_assign(embeddings: ArrayLike, num_clusters: int, *, seed: int = 0, ni
     """k-means (faiss.Kmeans) on (N, D) embeddings; returns each item's nearest final centroid, (N,) int64.
 
     Settings are explicit so results do not depend on faiss defaults: `seed`, `niter` (None: 20, or
-    fewer when `kmeans_niter` says the budget does not allow it; the budget is unlimited when faiss
-    runs on a GPU), `nredo`, min_points_per_centroid = 1 (no warnings for ~5 points per class),
+    fewer when `kmeans_niter` says the budget does not allow it, with a RuntimeWarning that says how
+    many; the budget is unlimited when faiss runs on a GPU), `nredo`, min_points_per_centroid = 1 (no warnings for ~5 points per class),
     `max_points_per_centroid` (default: never sub-sample), spherical = False. The final assignment
     is an exact nearest-centroid search (ties to the lower centroid index).
     """
@@ -654,6 +655,11 @@ def kmeans_assign(embeddings: ArrayLike, num_clusters: int, *, seed: int = 0, ni
     if niter is None:
         budget = math.inf if gpu else (KMEANS_FLOP_BUDGET if flop_budget is None else flop_budget)
         niter = kmeans_niter(n, num_clusters, d, flop_budget=budget)
+        if niter < KMEANS_NITER:  # said, never silent: NMI after one Lloyd iteration is another number
+            warnings.warn(f"k-means of {n} x {d} points into {num_clusters} clusters: {niter} Lloyd iteration(s) "
+                          f"instead of {KMEANS_NITER}, to stay within the CPU budget of {budget:.3g} FLOP; pass "
+                          f"niter={KMEANS_NITER} (retrieval_metrics: kmeans_niter={KMEANS_NITER}) or a larger "
+                          f"flop_budget for the full clustering", RuntimeWarning, stacklevel=2)
     faiss = _faiss()
     km = faiss.Kmeans(d, num_clusters, niter=int(niter), nredo=int(nredo), seed=int(seed), verbose=False,
                       spherical=False, min_points_per_centroid=1,
