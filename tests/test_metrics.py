@@ -278,6 +278,25 @@ def test_nmi_close_to_sklearn_kmeans():
     assert M.nmi_score(x, y, nredo=10) == pytest.approx(ref, abs=0.03)
 
 
+def test_ami_is_chance_corrected_where_nmi_is_not():
+    """807 classes of ~4 items, clustered at random with the same sizes: NMI ~0.8, AMI ~0 (issue 10)."""
+    pytest.importorskip("faiss")
+    from sklearn.metrics import adjusted_mutual_info_score
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat(np.arange(200), 4)
+    noise = rng.normal(size=(labels.size, 16)).astype(np.float32)  # embeddings that know nothing
+    out = M.clustering_scores(noise, labels)
+    assert out["nmi"] > 0.6 and abs(out["ami"]) < 0.05, out
+    centres = rng.normal(size=(200, 16)).astype(np.float32) * 10
+    good = M.clustering_scores(centres[labels] + 0.01 * noise, labels)  # well separated classes
+    assert good["ami"] > 0.7 and good["nmi"] > 0.9  # k-means finds most (not all: local optima) of 200 clusters
+    clusters = M.kmeans_assign(noise, 200)
+    assert out["ami"] == pytest.approx(adjusted_mutual_info_score(labels, clusters))
+    both = M.retrieval_metrics(noise, labels, (1, 2))
+    assert both["nmi"] == out["nmi"] and both["ami"] == out["ami"]  # one clustering for both
+
+
 def test_kmeans_says_when_the_budget_cuts_iterations():
     pytest.importorskip("faiss")
     x = np.random.default_rng(0).normal(size=(200, 8)).astype(np.float32)
@@ -329,7 +348,7 @@ def test_embed_and_evaluate_tiny_model():
     assert torch.equal(lab, labels) and model.training  # order kept, training mode restored
     out = M.evaluate(model, ds, (1, 2), batch_size=8, device="cpu")
     assert out == pytest.approx(M.retrieval_metrics(emb, lab, (1, 2)))
-    assert set(out) == {"recall@1", "recall@2", "precision@1", "r_precision", "map@r", "nmi"}
+    assert set(out) == {"recall@1", "recall@2", "precision@1", "r_precision", "map@r", "nmi", "ami"}
     out = M.evaluate(model, TensorDataset(images[:10], labels[:10]), (1, 3), gallery=TensorDataset(images[10:], labels[10:]),
                      device="cpu")
     assert out == pytest.approx(M.query_gallery_metrics(emb[:10], lab[:10], emb[10:], lab[10:], (1, 3)))

@@ -62,7 +62,7 @@ from rankdml.runtime import progress as progress_bar, resolve_device
 __all__ = [
     "retrieval_metrics", "query_gallery_metrics", "embed", "evaluate",
     "nearest_neighbours", "num_relevant", "recall_at_k", "precision_at_k", "r_precision", "map_at_r",
-    "nmi_score", "kmeans_assign", "kmeans_niter",
+    "nmi_score", "clustering_scores", "kmeans_assign", "kmeans_niter",
 ]
 
 Backend = Literal["auto", "faiss", "torch"]
@@ -690,6 +690,27 @@ def nmi_score(embeddings: ArrayLike, labels: ArrayLike, *, seed: int = 0, niter:
     return float(normalized_mutual_info_score(lab, clusters, average_method="arithmetic"))
 
 
+def clustering_scores(embeddings: ArrayLike, labels: ArrayLike, *, seed: int = 0, niter: int | None = None,
+                      flop_budget: float | None = None, backend: Backend = "auto") -> dict[str, float]:
+    """NMI and AMI of one k-means clustering (k = number of classes): {"nmi", "ami"}.
+
+    NMI as in `nmi_score`. AMI (Vinh, Epps, Bailey 2010) corrects it for chance,
+    AMI = (I - E[I]) / (mean(H(Y), H(C)) - E[I]), with E[I] the expected mutual information of two
+    random clusterings with the same cluster sizes (scikit-learn, arithmetic mean): about 0 for a
+    clustering no better than chance, 1 for a perfect one. NMI's chance level is far from 0 when
+    classes are small: on 807 classes of about 4 items a random relabelling has NMI ≈ 0.8.
+    """
+    from sklearn.metrics import adjusted_mutual_info_score, normalized_mutual_info_score
+
+    emb, lab = _check_embeddings(embeddings, labels, "clustering_scores")
+    n_classes = len(np.unique(lab))
+    if n_classes < 2:
+        raise ValueError(f"clustering_scores: needs at least 2 classes, got {n_classes}")
+    clusters = kmeans_assign(emb, n_classes, seed=seed, niter=niter, flop_budget=flop_budget, backend=backend)
+    return {"nmi": float(normalized_mutual_info_score(lab, clusters, average_method="arithmetic")),
+            "ami": float(adjusted_mutual_info_score(lab, clusters, average_method="arithmetic"))}
+
+
 # --------------------------------------------------------------------------------------------------
 # the two protocols
 # --------------------------------------------------------------------------------------------------
@@ -719,9 +740,11 @@ def retrieval_metrics(embeddings: ArrayLike, labels: ArrayLike, ks: Sequence[int
         kmeans_niter, kmeans_flop_budget: see `kmeans_assign` / `kmeans_niter`.
 
     Returns:
-        {"recall@K" for K in ks, "precision@1", "r_precision", "map@r", "nmi"}: Python floats in
-        [0, 1]. Formulas in `recall_at_k`, `precision_at_k`, `r_precision`, `map_at_r`, `nmi_score`;
-        queries of single-item classes (R = 0) are left out of all but NMI (module docstring).
+        {"recall@K" for K in ks, "precision@1", "r_precision", "map@r", "nmi", "ami"}: Python floats
+        in [0, 1] (AMI can dip below 0 for a clustering worse than chance); NMI and AMI from the same
+        k-means (`clustering_scores`), only with `nmi=True`. Formulas in `recall_at_k`,
+        `precision_at_k`, `r_precision`, `map_at_r`, `nmi_score`; queries of single-item classes
+        (R = 0) are left out of all but NMI and AMI (module docstring).
 
     Search (torch back-end): one symmetric blocked pass gives every query's first-positive rank
     (Recall@K for any K) and its top R_max (P@1, R-precision, MAP@R), see `_loo_ranking_metrics`.
@@ -744,9 +767,9 @@ def retrieval_metrics(embeddings: ArrayLike, labels: ArrayLike, ks: Sequence[int
     if out is None:  # faiss, or classes too large for the bounds: top-K_max lists
         _, idx = nearest_neighbours(emb, max(max(ks), int(r.max())), backend=be)
         out = _ranking_metrics(lab[idx], lab, r, ks)
-    if nmi:
-        out["nmi"] = nmi_score(emb, lab, seed=seed, niter=kmeans_niter, flop_budget=kmeans_flop_budget,
-                               backend=backend)
+    if nmi:  # one clustering for both scores
+        out.update(clustering_scores(emb, lab, seed=seed, niter=kmeans_niter, flop_budget=kmeans_flop_budget,
+                                     backend=backend))
     return out
 
 
