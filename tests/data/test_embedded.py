@@ -179,3 +179,67 @@ def test_fashion_file_origin():
         origin, images = npz["official_split"], npz["images"]
     assert images.dtype == np.uint8 and images.shape == (9000, 28, 28, 1)
     assert (origin == "train").sum() == 6000 and (origin == "test").sum() == 3000
+
+
+# --- the family split of the emoji classes (issue 10) ------------------------------------------------
+
+def _emoji_names():
+    import numpy as np
+
+    from rankdml.data.embedded import EMOJI_FILE, EMOJI_SHA256, _load
+
+    return np.asarray(_load(EMOJI_FILE, EMOJI_SHA256, None)["class_names"]).tolist()
+
+
+def test_emoji_family_names():
+    from rankdml.data.embedded import emoji_family
+
+    names = {"dog", "dog-face", "sun-with-face"}
+    assert {emoji_family(n) for n in ["man-running-facing-right", "woman-running", "person-running"]} == {"running"}
+    assert {emoji_family(n) for n in ["old-man", "girl", "person", "older-person"]} == {"person"}
+    assert emoji_family("kiss-man-man") == emoji_family("kiss") == "kiss"
+    assert emoji_family("merman") == emoji_family("mermaid") == "merperson"
+    assert emoji_family("dog-face", names) == "dog" and emoji_family("cat-face", names) == "cat-face"
+    assert emoji_family("old-key") == "old-key"  # "old" only drops next to a person word
+
+
+def test_no_family_is_split_between_train_and_test():
+    from rankdml.data.embedded import emoji_family, emoji_split_classes
+
+    names = _emoji_names()
+    fam = {n: emoji_family(n, set(names)) for n in names}
+    split = {s: emoji_split_classes(names, s, "family") for s in ("train", "val", "trainval", "test")}
+    assert not {fam[n] for n in split["trainval"]} & {fam[n] for n in split["test"]}
+    assert not {fam[n] for n in split["train"]} & {fam[n] for n in split["val"]}
+    assert sorted(split["trainval"] + split["test"]) == sorted(names)
+    assert sorted(split["train"] + split["val"]) == sorted(split["trainval"])
+    assert abs(len(split["test"]) - len(names) / 2) <= 3 and abs(len(split["val"]) - 0.2 * len(split["trainval"])) <= 3
+    # the alphabetical cut does split families (which is why the family protocol exists)
+    alpha = {s: emoji_split_classes(names, s, "alphabetical") for s in ("trainval", "test")}
+    assert len({fam[n] for n in alpha["trainval"]} & {fam[n] for n in alpha["test"]}) > 10
+
+
+def test_alphabetical_protocol_is_the_old_split():
+    from rankdml.data.embedded import emoji_split_classes
+    from rankdml.data.splits import split_classes
+
+    names = _emoji_names()
+    for s in ("train", "val", "trainval", "test"):
+        assert emoji_split_classes(names, s, "alphabetical") == split_classes(names, len(names) // 2, s)
+    assert load_emoji("test").class_names == load_emoji("test", protocol="alphabetical").class_names
+
+
+def test_family_split_on_a_toy_and_bad_protocol():
+    from rankdml.data.splits import family_split_classes
+
+    classes = [f"c{i}" for i in range(12)]
+    families = ["a", "a", "a", "b", "b", "c", "d", "d", "e", "f", "f", "f"]
+    test = family_split_classes(classes, families, "test", seed=3)
+    trainval = family_split_classes(classes, families, "trainval", seed=3)
+    fam = dict(zip(classes, families))
+    assert not {fam[c] for c in test} & {fam[c] for c in trainval} and sorted(test + trainval) == sorted(classes)
+    assert test == family_split_classes(classes, families, "test", seed=3)  # seeded
+    with pytest.raises(ValueError, match="family names"):
+        family_split_classes(classes, families[:-1], "test")
+    with pytest.raises(ValueError, match="unknown emoji protocol"):
+        load_emoji("test", protocol="by-colour")

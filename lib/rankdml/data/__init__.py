@@ -3,12 +3,14 @@
 `load_dataset(name, split, root=None, transform=None)` is the one entry point for every data set:
 
 - embedded, offline: ``"emoji"`` (the same emoji drawn by several design teams; class-disjoint
-  retrieval protocol) and ``"fashion"`` (a Fashion-MNIST subset; same classes in train and test);
+  retrieval protocol; ``"emoji-family"``: the same images with whole families of variants on one
+  side of the train/test cut, see `rankdml.data.embedded`) and ``"fashion"`` (a Fashion-MNIST subset; same classes in train and test);
 - real benchmarks, read from their published folder layouts under `root`: ``"cub200"``,
   ``"cars196"``, ``"sop"`` and ``"inshop"`` (see `rankdml.data.download`).
 """
 from __future__ import annotations
 
+import functools
 from pathlib import Path
 from typing import Callable
 
@@ -24,6 +26,7 @@ from rankdml.data.transforms import eval_transform, train_transform
 #: name -> loader(split, root, transform) -> LabelledDataset
 DATASETS: dict[str, Callable[..., LabelledDataset]] = {
     "emoji": load_emoji,
+    "emoji-family": functools.partial(load_emoji, protocol="family"),
     "fashion": load_fashion,
     "cub200": load_cub200,
     "cars196": load_cars196,
@@ -34,7 +37,7 @@ DATASETS: dict[str, Callable[..., LabelledDataset]] = {
 
 #: The K of Recall@K each benchmark is reported with in the literature.
 STANDARD_KS: dict[str, tuple[int, ...]] = {
-    "emoji": (1, 2, 4, 8), "fashion": (1, 2, 4, 8), "cub200": (1, 2, 4, 8), "cars196": (1, 2, 4, 8),
+    "emoji": (1, 2, 4, 8), "emoji-family": (1, 2, 4, 8), "fashion": (1, 2, 4, 8), "cub200": (1, 2, 4, 8), "cars196": (1, 2, 4, 8),
     "sop": (1, 10, 100, 1000), "inshop": (1, 10, 20, 30, 40, 50),
 }
 

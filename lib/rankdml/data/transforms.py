@@ -11,7 +11,7 @@ import torch
 from torchvision.transforms import v2
 
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
-SMALL = {"emoji": 32, "fashion": 28}
+SMALL = {"emoji": 32, "emoji-family": 32, "fashion": 28}
 PHOTOS = ("cub200", "cars196", "sop", "inshop")
 
 
@@ -37,7 +37,7 @@ def eval_transform(name: str) -> v2.Compose:
 def train_transform(name: str) -> v2.Compose:
     """Random augmentation for training batches (no horizontal flip for emoji)."""
     _known(name)
-    if name == "emoji":
+    if name in ("emoji", "emoji-family"):
         return v2.Compose([v2.RandomResizedCrop(32, scale=(0.6, 1.0), ratio=(0.85, 1.18), antialias=True),
                            v2.ColorJitter(0.2, 0.2, 0.2, 0.02), *_to_unit_range()])
     if name == "fashion":
