@@ -34,6 +34,7 @@ def test_checkpoint_round_trip(trained):
     assert type(loaded) is type(sorter) and loaded.seq_len == 20 and not loaded.training
     assert all(not p.requires_grad for p in loaded.parameters())
     assert loaded.meta["val_l1"] == pytest.approx(min(r["val_l1"] for r in history))
+    assert loaded.meta["recipe"]["steps_per_epoch"] > 0 and loaded.meta["recipe"]["batch_size"] > 0
     x = torch.randn(3, 20)
     assert torch.equal(loaded(x), sorter(x))
     assert not list(path.parent.glob("*.tmp"))  # written atomically, nothing left behind

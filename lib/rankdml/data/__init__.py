@@ -21,6 +21,7 @@ from rankdml.data.embedded import load_emoji, load_fashion
 from rankdml.data.magnet_sampler import MagnetSampler
 from rankdml.data.samplers import PKSampler
 from rankdml.data.distributed_sampler import DistributedPKSampler
+from rankdml.data.two_view import TwoViewSampler, paired_views
 from rankdml.data.transforms import eval_transform, train_transform
 
 #: name -> loader(split, root, transform) -> LabelledDataset
@@ -67,5 +68,5 @@ def evaluation_splits(name: str, root: str | Path | None = None, transform=None)
 
 
 __all__ = ["DATASETS", "STANDARD_KS", "load_dataset", "evaluation_splits", "download", "PKSampler", "MagnetSampler",
-           "DistributedPKSampler", "train_transform", "eval_transform",
+           "DistributedPKSampler", "TwoViewSampler", "paired_views", "train_transform", "eval_transform",
            "ArrayDataset", "FileDataset", "LabelledDataset", "IndexedDataset", "with_indices"]

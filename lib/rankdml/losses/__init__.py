@@ -8,6 +8,7 @@ pair- and triplet-based losses (contrastive, triplet, margin) use them, the stru
 from __future__ import annotations
 
 from rankdml.losses.classification import NormSoftmaxLoss
+from rankdml.losses.cross_modal import HardNegativeTripletLoss, TwoViewLoss
 from rankdml.losses.magnet import MagnetLoss
 from rankdml.losses.margin import MarginLoss, param_groups
 from rankdml.losses.pair import ContrastiveLoss
@@ -45,4 +46,4 @@ def make_loss(name: str, **kwargs):
 
 __all__ = ["LOSSES", "make_loss", "param_groups", "ContrastiveLoss", "TripletLoss", "LiftedStructureLoss",
            "NPairsLoss", "AngularLoss", "MarginLoss", "NormSoftmaxLoss", "MagnetLoss", "RepMetLoss", "SoDeepAPLoss",
-           "SmoothAPLoss", "TemperatureSchedule", "smooth_ap_estimate"]
+           "SmoothAPLoss", "TemperatureSchedule", "smooth_ap_estimate", "HardNegativeTripletLoss", "TwoViewLoss"]

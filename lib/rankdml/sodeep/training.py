@@ -85,6 +85,8 @@ def train_sorter(name: str, seq_len: int, *, epochs: int = 400, steps_per_epoch:
     train_gen = make_generator(seed, device)
     val_gen = make_generator(seed + 1_000_003, device)  # a separate stream: the validation set never overlaps
     val_set = [sample_sequences(batch_size, seq_len, family, generator=val_gen, device=device) for _ in range(val_batches)]
+    recipe = {"steps_per_epoch": steps_per_epoch, "batch_size": batch_size, "lr": lr, "decay_every": decay_every,
+              "gamma": gamma, "val_batches": val_batches, "device": str(device)}
     history, best, best_state = [], float("inf"), None
     bar = progress(range(1, epochs + 1), desc=f"train {name} (n={seq_len})", disable=None if show_progress else True)
     for epoch in bar:
@@ -111,6 +113,7 @@ def train_sorter(name: str, seq_len: int, *, epochs: int = 400, steps_per_epoch:
             best_state = {k: v.detach().clone() for k, v in sorter.state_dict().items()}
             if checkpoint is not None:
                 save_sorter(checkpoint, sorter, name, sorter_kwargs,
-                            meta={"epoch": epoch, "val_l1": val, "seed": seed, "family": family, "history": list(history)})
+                            meta={"epoch": epoch, "val_l1": val, "seed": seed, "family": family, "history": list(history),
+                                  "recipe": recipe})
     sorter.load_state_dict(best_state)
     return sorter.eval(), history
