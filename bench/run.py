@@ -45,6 +45,7 @@ TITLES = {
     "metrics": "Retrieval metrics at the test sets' sizes",
     "fit": "Training throughput",
     "chapters": "Chapters on their defaults",
+    "sorters": "Differentiable ranks: SoDeep exact vs torchsort, diffsort",
 }
 
 
