@@ -74,7 +74,8 @@ def test_wheel_ships_data_manifest_types_and_licences(wheel):
     names = set(wheel.namelist())
     for inside in ("rankdml/py.typed", "rankdml/data/files/__init__.py", "rankdml/data/files/emoji32.npz",
                    "rankdml/data/files/fashion28.npz", "rankdml/data/files/benchmarks.json",
-                   "rankdml/data/files/EMOJI_LICENSE.md", "rankdml/data/files/FASHION_LICENSE.md"):
+                   "rankdml/data/files/EMOJI_LICENSE.md", "rankdml/data/files/FASHION_LICENSE.md",
+                   "rankdml/sodeep/weights/gruc_n100.pt"):
         assert inside in names, f"the wheel lacks {inside}"
     licences = {Path(n).name for n in names if ".dist-info/licenses/" in n}
     assert {"LICENSE", "LICENSES.md", "EMOJI_LICENSE.md", "FASHION_LICENSE.md"} <= licences

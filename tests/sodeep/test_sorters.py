@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from rankdml.sodeep import FAMILIES, SORTERS, make_generator, make_sorter, sample_sequences
+from rankdml.sodeep import FAMILIES, SORTERS, ExactSorter, make_generator, make_sorter, sample_sequences
 
 from . import reference as ref
 
@@ -110,3 +110,37 @@ def test_devices():
         x = torch.randn(2, 10, device=device)
         for name in ("exact", "gruc"):
             assert make_sorter(name, 10).to(device)(x).device.type == device
+
+
+def test_exact_sorter_blocks_equal_one_tensor(monkeypatch):
+    x = torch.randn(7, 30, generator=torch.Generator().manual_seed(3), dtype=torch.float64, requires_grad=True)
+    w = torch.randn(7, 30, generator=torch.Generator().manual_seed(4), dtype=torch.float64)
+    whole = ExactSorter()(x)
+    (g_whole,) = torch.autograd.grad((whole * w).sum(), x)
+    monkeypatch.setattr(ExactSorter, "BLOCK_ELEMENTS", 2 * 30 * 30)  # blocks of 2 sequences
+    blocked = ExactSorter()(x)
+    (g_blocked,) = torch.autograd.grad((blocked * w).sum(), x)
+    assert torch.equal(whole, blocked) and torch.equal(g_whole, g_blocked)
+    # against the masked pairwise count written out
+    c = ExactSorter().temperature(x)
+    d = x[:, None, :] - x[:, :, None]
+    masked = (1 + (torch.sigmoid(c[:, None, None] * d) * ~torch.eye(30, dtype=torch.bool)).sum(2)) / 30
+    assert torch.allclose(whole, masked, atol=1e-14)
+
+
+def test_standardized_sorter_is_scale_and_shift_free():
+    from rankdml.sodeep import StandardizedSorter
+
+    torch.manual_seed(0)
+    inner = make_sorter("gruc")
+    wrapped = StandardizedSorter(inner).eval()
+    x = torch.randn(4, 25, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        base = wrapped(x)
+        assert torch.allclose(wrapped(1e-3 * x + 0.7), base, atol=1e-5)  # same ranks whatever the scale
+        z = (x - x.mean(1, keepdim=True)) / x.std(1, unbiased=False, keepdim=True)
+        assert torch.allclose(base, inner(z), atol=1e-6)
+        assert torch.isfinite(wrapped(torch.ones(2, 25))).all()  # a constant row becomes zeros
+    assert wrapped.length_free and wrapped.seq_len is None
+    with pytest.raises(ValueError, match="NaN"):
+        wrapped(torch.full((1, 5), float("nan")))

@@ -12,11 +12,11 @@ from __future__ import annotations
 
 from rankdml.sodeep.losses import MapRankingLoss, RankHardLoss, RankLoss, SoDeepAPLoss, SpearmanLoss, resolve_sorter
 from rankdml.sodeep.ranks import exact_rank
-from rankdml.sodeep.sorters import SORTERS, ExactSorter, Sorter, make_sorter
+from rankdml.sodeep.sorters import SORTERS, ExactSorter, Sorter, StandardizedSorter, make_sorter
 from rankdml.sodeep.synthetic import FAMILIES, make_generator, sample_sequences
 from rankdml.sodeep.training import evaluate_sorter, load_sorter, save_sorter, train_sorter
 from rankdml.sodeep.updating import UpdatingWrapper
 
-__all__ = ["exact_rank", "FAMILIES", "sample_sequences", "make_generator", "SORTERS", "Sorter", "ExactSorter",
+__all__ = ["exact_rank", "FAMILIES", "sample_sequences", "make_generator", "SORTERS", "Sorter", "ExactSorter", "StandardizedSorter",
            "make_sorter", "train_sorter", "load_sorter", "save_sorter", "evaluate_sorter", "SpearmanLoss",
            "MapRankingLoss", "RankLoss", "RankHardLoss", "SoDeepAPLoss", "resolve_sorter", "UpdatingWrapper"]

@@ -23,6 +23,9 @@ def save_checkpoint(path: str | Path, payload: dict) -> Path:
     os.close(fd)
     try:
         torch.save(payload, tmp)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp creates 0600; a checkpoint is as readable as any file
         os.replace(tmp, path)  # atomic on POSIX: a reader never sees half a file
     finally:
         if os.path.exists(tmp):
