@@ -142,3 +142,13 @@ def test_the_shipped_gruc_checkpoint_meets_its_reported_error():
     error = evaluate_sorter(sorter, 100, families=("mixture",), batches=2)["mixture"]
     assert 0.02 < error < 0.05
     assert error == pytest.approx(sorter.meta["val_l1"], abs=0.01)
+
+
+def test_the_shipped_gruc_is_found_without_a_length():
+    from rankdml.sodeep import SoDeepAPLoss as APLoss
+
+    loss = APLoss(sorter="gruc")  # length-free: the n = 100 checkpoint ranks rows of B - 1 = 11 items
+    x = torch.randn(12, 4, generator=torch.Generator().manual_seed(0))
+    assert torch.isfinite(loss(x, torch.arange(6).repeat(2)))
+    with pytest.raises(ValueError, match="tied to one sequence length|no trained"):
+        RankLoss("lstm_large")

@@ -46,6 +46,9 @@ def resolve_sorter(sorter, seq_len: int | None = None) -> nn.Module:
         return load_sorter(sorter)
     if sorter == "exact":
         return make_sorter("exact")
+    if seq_len is None and getattr(SORTERS[sorter], "length_free", False):
+        # a length-free sorter ranks any n: the shipped one (trained at n = 100) serves every length
+        seq_len = 100
     path = shipped_checkpoint(sorter, seq_len)
     if not path.is_file():
         raise ValueError(f"no trained {sorter!r} sorter for length {seq_len} is shipped ({path.name}); train one with "
