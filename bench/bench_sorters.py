@@ -45,6 +45,11 @@ O(B n^3) per layer): diffsort bitonic above n = 128 (13.7 s per step at n = 256)
 n = 64 (n layers: 12 s per step at n = 128); lstm_large except at n = 100 (tied to its length).
 Quick mode: n in (16, 100), no lstm_large, diffsort at n = 16 only, memory at n = 100, no
 per-family table (about 35 s).
+
+Installing the comparison libraries (benchmarking only, not dependencies of rankdml): ``pip install
+diffsort``; torchsort 0.1.10 is a source distribution compiled against the installed torch, and an
+``nvcc`` on PATH makes its build try the CUDA extension (which fails with a CPU-only build), so hide
+it: ``PATH=.venv/bin:/usr/bin:/bin pip install --no-build-isolation torchsort``.
 """
 from __future__ import annotations
 
