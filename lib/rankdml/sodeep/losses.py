@@ -15,7 +15,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from rankdml._checks import check_embeddings_labels
-from rankdml.losses.functional import zero_loss  # rankdml.losses registers SoDeepAPLoss; its helpers load first
+from rankdml.losses.cross_modal import check_scores  # rankdml.losses registers SoDeepAPLoss; its helpers load first
+from rankdml.losses.functional import zero_loss
 from rankdml.masks import positive_mask
 from rankdml.sodeep.ranks import exact_rank
 from rankdml.sodeep.sorters import SORTERS, make_sorter
@@ -79,13 +80,10 @@ class _SorterLoss(nn.Module):
         return self.sorter(x)
 
 
-def _check_matrix(x, where, square=False):
+def _check_matrix(x, where):
     if not isinstance(x, torch.Tensor) or x.dim() != 2 or not x.is_floating_point():
         raise ValueError(f"{where}: expected a floating-point matrix, got "
                          f"{tuple(x.shape) if isinstance(x, torch.Tensor) else type(x).__name__}")
-    if square and x.shape[0] != x.shape[1]:
-        raise ValueError(f"{where}: expected a square (B, B) similarity matrix with the positives on the "
-                         f"diagonal, got shape {tuple(x.shape)}")
     if not torch.isfinite(x).all():
         raise ValueError(f"{where}: the input contains NaN or inf")
 
@@ -152,7 +150,7 @@ class RankLoss(_SorterLoss):
         super().__init__(sorter, seq_len)
 
     def forward(self, scores: torch.Tensor) -> torch.Tensor:
-        _check_matrix(scores, "RankLoss", square=True)
+        check_scores(scores, "RankLoss")
         rows, cols = self._rank(scores), self._rank(scores.T)
         return torch.diagonal(rows).sum() + torch.diagonal(cols).sum()
 
@@ -188,7 +186,7 @@ class RankHardLoss(_SorterLoss):
         return torch.relu(positive[:, None] + 1.0 / B - hardest).sum()
 
     def forward(self, scores: torch.Tensor) -> torch.Tensor:
-        _check_matrix(scores, "RankHardLoss", square=True)
+        check_scores(scores, "RankHardLoss")
         if not 1 <= self.nmax <= scores.shape[0] - 1:
             raise ValueError(f"RankHardLoss: nmax={self.nmax} needs at least nmax + 1 = {self.nmax + 1} rows")
         return self._side(scores) + self._side(scores.T)
