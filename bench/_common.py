@@ -24,6 +24,14 @@ def parse_args(doc: str) -> argparse.Namespace:
     return parser.parse_args()
 
 
+def selected(name: str) -> bool:
+    """Whether a case runs: RANKDML_BENCH_ONLY is a comma-separated list of substrings of the case
+    names (empty or unset: every case). With ``bench/run.py --only TOPIC`` the rerun cases replace
+    their own rows in the committed results and the topic's other rows are kept."""
+    only = [s for s in os.environ.get("RANKDML_BENCH_ONLY", "").split(",") if s]
+    return not only or any(s in name for s in only)
+
+
 def row(case: str, ours_s: float, theirs_s: float | None = None, floor_s: float | None = None,
         ours_mb: float | None = None, theirs_mb: float | None = None, target: str | None = None,
         met: bool | None = None, note: str = "") -> dict:
@@ -58,15 +66,27 @@ def _status_mb(field: str) -> float:
     raise OSError(field)
 
 
+def return_freed_blocks(threshold: int = 65536) -> bool:
+    """Make glibc serve every block >= `threshold` bytes by its own mapping from now on (``mallopt``),
+    so that freed tensors leave the resident set and `peak_rss_mb` sees each call's own peak; the
+    in-process equivalent of MALLOC_MMAP_THRESHOLD_. It slows allocation-heavy code (fresh pages are
+    faulted in on every call): time such code before calling this. False where there is no glibc."""
+    try:
+        import ctypes
+        return bool(ctypes.CDLL("libc.so.6").mallopt(-3, threshold))  # M_MMAP_THRESHOLD = -3
+    except (OSError, AttributeError):
+        return False
+
+
 def peak_rss_mb(fn: Callable[[], object]) -> float | None:
     """Peak resident memory added by one call of `fn()`, in MiB (Linux; None elsewhere).
 
     torch's CPU allocations are invisible to tracemalloc, so this reads the kernel's own count:
     `fn` runs once to warm up (lazy initialisation), the high-water mark is reset to the current
     resident size (``echo 5 > /proc/self/clear_refs``), `fn` runs again, and the result is
-    VmHWM - VmRSS(before). Needs glibc to give freed blocks back (run with
-    MALLOC_MMAP_THRESHOLD_=65536: every block >= 64 KiB is then its own mapping); resolution is a
-    page, so tiny losses read ~0.
+    VmHWM - VmRSS(before). Needs glibc to give freed blocks back (a process started with
+    MALLOC_MMAP_THRESHOLD_=65536, or `return_freed_blocks()` first: every block >= 64 KiB is then its
+    own mapping); resolution is a page, so tiny losses read ~0.
     """
     try:
         fn()

@@ -118,12 +118,11 @@ def memory_child() -> None:
 
     quick = "--quick" in sys.argv
     torch.set_num_threads(1)
-    only = os.environ.get("RANKDML_BENCH_ONLY", "")
     out = {}
     for B, D in (SIZES_QUICK if quick else SIZES):
         pk, pairs = LAYOUTS[B]
         for label, ours, theirs, pair_layout, _ in configs(D, pk[0]):
-            if only not in label:
+            if not C.selected(label):
                 continue
             x, y = batch(*(pairs if pair_layout else pk), D)
             case = {"ours": C.peak_rss_mb(fwd_bwd(ours, x, y))}
@@ -137,7 +136,6 @@ def main() -> None:
     if "--memory-child" in sys.argv:  # the memory pass, in its own process (run_memory_child)
         return memory_child()
     args = C.parse_args(__doc__)
-    only = os.environ.get("RANKDML_BENCH_ONLY", "")  # substring filter on the case names, for development
     torch.set_num_threads(1)  # the protocol
     sizes = SIZES_QUICK if args.quick else SIZES
     memory = run_memory_child(args.quick)
@@ -146,7 +144,7 @@ def main() -> None:
     for B, D in sizes:
         pk, pairs = LAYOUTS[B]
         for label, ours, theirs, pair_layout, note in configs(D, pk[0]):
-            if only not in label:
+            if not C.selected(label):
                 continue
             x, y = batch(*(pairs if pair_layout else pk), D)
             if label == "lifted" and B > 120:  # PML's lifted builds (B, B, B) tensors: ~1.5 s at B = 120

@@ -18,8 +18,12 @@ Contract for a benchmark script (so that new ones are picked up without touching
   a noisy machine; `_common.py` has helpers (medians, peak memory, the row and the table).
 
 The harness runs the scripts one after the other with fixed threads, the checkout's own library
-first on PYTHONPATH, and MALLOC_MMAP_THRESHOLD_=65536 (so that freed tensors leave the resident
-set and peak memory can be read from the kernel); a script that fails is reported, not fatal.
+first on PYTHONPATH, and glibc's allocator as it comes: times are taken without
+MALLOC_MMAP_THRESHOLD_, which makes every block >= 64 KiB a fresh mapping and doubled the time of some
+losses. Each script measures peak memory where freed blocks do leave the resident set: in child
+processes started with MALLOC_MMAP_THRESHOLD_=65536 (losses, sorters), from a fresh process's
+ru_maxrss (Smooth-AP), or with the threshold set by mallopt at its start (metrics, whose blocks are
+mmapped at any threshold). A script that fails is reported, not fatal.
 Full mode writes bench/RESULTS.md, bench/results.json, book/images/bench/*.png and
 book/appendix_benchmarks.md; quick mode writes the same files under bench/quick/ (not committed).
 """
@@ -76,8 +80,8 @@ def machine() -> dict:
 
 def run_script(path: Path, quick: bool, threads: int, out: Path) -> dict:
     topic = path.stem.removeprefix("bench_")
-    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
-           "RANKDML_BENCH_THREADS": str(threads), "MALLOC_MMAP_THRESHOLD_": "65536", "TQDM_DISABLE": "1",
+    env = {**{k: v for k, v in os.environ.items() if k != "MALLOC_MMAP_THRESHOLD_"}, "OMP_NUM_THREADS": str(threads), "MKL_NUM_THREADS": str(threads),
+           "RANKDML_BENCH_THREADS": str(threads), "TQDM_DISABLE": "1",
            "PYTHONPATH": os.pathsep.join([str(ROOT / "lib")] + [p for p in [os.environ.get("PYTHONPATH")] if p])}
     cmd = [sys.executable, str(path), "--out", str(out), "--threads", str(threads)] + (["--quick"] if quick else [])
     print(f"== {path.name}", flush=True)
@@ -150,14 +154,18 @@ def render(results: dict, image_dir_from_doc: str, book: bool) -> str:
               "- Software: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
               "- Time: medians of interleaved repeats (ours, theirs, floor, ours, ...), seconds or ms of wall time.",
               "- Memory: peak resident memory added by one call, read from the kernel (the high-water mark "
-              "VmHWM, reset through /proc/self/clear_refs just before the call, minus VmRSS then), with "
-              "MALLOC_MMAP_THRESHOLD_=65536 so that freed tensors leave the resident set; resolution one "
+              "VmHWM, reset through /proc/self/clear_refs just before the call, minus VmRSS then, or a fresh "
+              "process's ru_maxrss where a section says so), measured with MALLOC_MMAP_THRESHOLD_=65536 so "
+              "that freed tensors leave the resident set; times are measured without it (it makes every "
+              "block of 64 KiB or more a fresh mapping, and slowed some losses twofold). Resolution one "
               "page, so the small losses read ~0 MB.",
               "- Ratio: ours / theirs, or ours / floor (marked `floor`) where there is nothing to compare with.", ""]
     for res in results["scripts"]:
         lines += [f"## {TITLES.get(res['topic'], res['topic'])}", "",
                   f"`{res['script']}` ({res['seconds']:.0f} s, finished {res.get('date', results['date'])}). "
                   + first_paragraph(res["script"]), ""]
+        if res.get("note"):
+            lines += [f"Partial rerun: {res['note']}.", ""]
         if res.get("error"):
             lines += [f"**The script did not finish** (exit {res['returncode']}); rows written before that are "
                       "shown below.", "", "```", res["error"], "```", ""]
@@ -181,6 +189,25 @@ def first_paragraph(script: str) -> str:
     return doc.splitlines()[0] if doc else ""
 
 
+def merge_rows(old: list[dict], new: list[dict]) -> list[dict]:
+    """`old` with the rows of the cases in `new` replaced (a case is its name up to a ':', so a rerun
+    "SOP ... : ours vs floor" replaces the earlier "SOP ..." row that said it was not run); cases new
+    to the topic come last."""
+    key = lambda r: r["case"].split(":")[0]  # noqa: E731
+    fresh = {}
+    for r in new:
+        fresh.setdefault(key(r), []).append(r)
+    merged, done = [], set()
+    for r in old:
+        k = key(r)
+        if k not in fresh:
+            merged.append(r)
+        elif k not in done:
+            merged += fresh[k]
+            done.add(k)
+    return merged + [r for k, rows in fresh.items() if k not in done for r in rows]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true")
@@ -202,7 +229,15 @@ def main() -> None:
     if args.only:  # a partial rerun: keep the other topics' last results
         rerun = {r["topic"] for r in scripts}
         if previous.exists():
-            kept = [r for r in json.loads(previous.read_text())["scripts"] if r["topic"] not in rerun]
+            last = json.loads(previous.read_text())["scripts"]
+            if os.environ.get("RANKDML_BENCH_ONLY"):  # only some cases were rerun: keep the topic's others
+                for res in scripts:
+                    old = next((r for r in last if r["topic"] == res["topic"]), None)
+                    if old is not None and res["returncode"] == 0:
+                        res["rows"] = merge_rows(old["rows"], res["rows"])
+                        res["note"] = f"cases {os.environ['RANKDML_BENCH_ONLY']!r} rerun {res['date']}; the others from {old['date']}"
+                        res["plot"] = bool(res["rows"]) and plot(res["topic"], res["rows"], img_dir / f"{res['topic']}.png")
+            kept = [r for r in last if r["topic"] not in rerun]
         else:  # no results.json yet: the JSON files a previous (interrupted) run left in `out`
             kept = []
             for js in sorted(out.glob("bench_*.json")):
