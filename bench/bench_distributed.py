@@ -150,6 +150,8 @@ def plot(rows: list[dict], path: Path) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="B = 384 and 1024 only, 3 repeats")
+    parser.add_argument("--threads", type=int, default=1, help="accepted from bench/run.py and ignored: each "
+                        "of the two ranks runs on one thread (the machine has two cores)")
     parser.add_argument("--out", type=Path, default=Path("outputs/bench"),
                         help="folder for bench_distributed.json (default outputs/bench, so that `make bench` runs it)")
     parser.add_argument("--plot", type=Path, default=None, help="also draw the figure into this PNG")
