@@ -50,7 +50,17 @@ TITLES = {
     "fit": "Training throughput",
     "chapters": "Chapters on their defaults",
     "sorters": "Differentiable ranks: SoDeep exact vs torchsort, diffsort",
+    "distributed": "Distributed: the global batch's gather against the loss",
+    "smooth_ap": "Smooth-AP: the B·K·B loss against the B x B x B form",
+    "magnet": "Magnet loss and RepMet; the k-means refresh",
 }
+#: Topics whose script draws its own figure under the same name (the book's appendix shows it): the
+#: harness's summary plot goes to <topic>_rows.png instead, so it never overwrites that figure.
+OWN_FIGURES = {"distributed"}
+
+
+def image_path(img_dir: Path, topic: str) -> Path:
+    return img_dir / (f"{topic}_rows.png" if topic in OWN_FIGURES else f"{topic}.png")
 
 
 def machine() -> dict:
@@ -147,8 +157,10 @@ def render(results: dict, image_dir_from_doc: str, book: bool) -> str:
                   "written together; `make bench QUICK=1` is the 3-minute version, written under `bench/quick/`).", ""]
     else:
         lines += ["# Benchmark results", "", "Written by `bench/run.py` (`make bench`); do not edit by hand.", ""]
+    partial = " (this run: {}, {:.0f} s; each section gives its own date)".format(results["only"], results["seconds"]) \
+        if results.get("only") else "; total {:.0f} s".format(results["seconds"])
     lines += [f"- Date: {results['date']} ({results['mode']} mode, {results['threads']} threads per benchmark "
-              "unless a section says otherwise; total {:.0f} s)".format(results["seconds"]),
+              f"unless a section says otherwise{partial})",
               f"- Machine: {m['cpu']}, {m['ram_gb']} GB RAM, ISA {', '.join(m['isa']) or '?'}, BLAS {m['blas']}, "
               f"CUDA {'yes' if m['cuda'] else 'no'}; {m['os']}",
               "- Software: " + ", ".join(f"{k} {v}" for k, v in m["versions"].items()),
@@ -177,7 +189,7 @@ def render(results: dict, image_dir_from_doc: str, book: bool) -> str:
         if met:
             lines += [f"Targets met: {sum(met)} of {len(met)}.", ""]
         if res.get("plot"):
-            lines += [f"![{res['topic']}]({image_dir_from_doc}/{res['topic']}.png)", ""]
+            lines += [f"![{res['topic']}]({image_dir_from_doc}/{image_path(Path(), res['topic']).name})", ""]
     return "\n".join(lines).rstrip() + "\n"
 
 
@@ -224,7 +236,7 @@ def main() -> None:
     scripts = [run_script(p, args.quick, args.threads, out) for p in sorted(HERE.glob("bench_*.py"))
                if args.only in p.stem]
     for res in scripts:
-        res["plot"] = bool(res["rows"]) and plot(res["topic"], res["rows"], img_dir / f"{res['topic']}.png")
+        res["plot"] = bool(res["rows"]) and plot(res["topic"], res["rows"], image_path(img_dir, res["topic"]))
     previous = res_dir / "results.json"
     if args.only:  # a partial rerun: keep the other topics' last results
         rerun = {r["topic"] for r in scripts}
@@ -236,7 +248,7 @@ def main() -> None:
                     if old is not None and res["returncode"] == 0:
                         res["rows"] = merge_rows(old["rows"], res["rows"])
                         res["note"] = f"cases {os.environ['RANKDML_BENCH_ONLY']!r} rerun {res['date']}; the others from {old['date']}"
-                        res["plot"] = bool(res["rows"]) and plot(res["topic"], res["rows"], img_dir / f"{res['topic']}.png")
+                        res["plot"] = bool(res["rows"]) and plot(res["topic"], res["rows"], image_path(img_dir, res["topic"]))
             kept = [r for r in last if r["topic"] not in rerun]
         else:  # no results.json yet: the JSON files a previous (interrupted) run left in `out`
             kept = []
@@ -248,11 +260,12 @@ def main() -> None:
                                  "date": dt.datetime.fromtimestamp(js.stat().st_mtime, dt.timezone.utc)
                                  .strftime("%Y-%m-%d %H:%M UTC"), "returncode": 0, "rows": rows,
                                  "empty_reason": "not run (QUICK mode or RANKDML_BENCH_CHAPTERS=0)" if not rows else None})
-                    kept[-1]["plot"] = bool(rows) and plot(topic, rows, img_dir / f"{topic}.png")
+                    kept[-1]["plot"] = bool(rows) and plot(topic, rows, image_path(img_dir, topic))
         scripts = sorted(kept + scripts, key=lambda r: r["topic"])
     results = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                "mode": "quick" if args.quick else "full", "threads": args.threads,
-               "seconds": time.perf_counter() - t0, "machine": machine(), "scripts": scripts}
+               "seconds": time.perf_counter() - t0, "machine": machine(), "scripts": scripts,
+               "only": args.only or None}
     (res_dir / ("results.json")).write_text(json.dumps(results, indent=1) + "\n")
     rel = os.path.relpath(img_dir, res_dir)
     (res_dir / "RESULTS.md").write_text(render(results, rel, book=False))
