@@ -19,8 +19,8 @@ Contract for a benchmark script (so that new ones are picked up without touching
 
 The harness runs the scripts one after the other with fixed threads, the checkout's own library
 first on PYTHONPATH, and glibc's allocator as it comes: times are taken without
-MALLOC_MMAP_THRESHOLD_, which makes every block >= 64 KiB a fresh mapping and doubled the time of some
-losses. Each script measures peak memory where freed blocks do leave the resident set: in child
+MALLOC_MMAP_THRESHOLD_, which makes every block >= 64 KiB a fresh mapping and made some losses up to
+three times slower. Each script measures peak memory where freed blocks do leave the resident set: in child
 processes started with MALLOC_MMAP_THRESHOLD_=65536 (losses, sorters), from a fresh process's
 ru_maxrss (Smooth-AP), or with the threshold set by mallopt at its start (metrics, whose blocks are
 mmapped at any threshold). A script that fails is reported, not fatal.
@@ -169,7 +169,7 @@ def render(results: dict, image_dir_from_doc: str, book: bool) -> str:
               "VmHWM, reset through /proc/self/clear_refs just before the call, minus VmRSS then, or a fresh "
               "process's ru_maxrss where a section says so), measured with MALLOC_MMAP_THRESHOLD_=65536 so "
               "that freed tensors leave the resident set; times are measured without it (it makes every "
-              "block of 64 KiB or more a fresh mapping, and slowed some losses twofold). Resolution one "
+              "block of 64 KiB or more a fresh mapping, and made some losses up to three times slower). Resolution one "
               "page, so the small losses read ~0 MB.",
               "- Ratio: ours / theirs, or ours / floor (marked `floor`) where there is nothing to compare with.", ""]
     for res in results["scripts"]:
@@ -235,8 +235,7 @@ def main() -> None:
     t0 = time.perf_counter()
     scripts = [run_script(p, args.quick, args.threads, out) for p in sorted(HERE.glob("bench_*.py"))
                if args.only in p.stem]
-    for res in scripts:
-        res["plot"] = bool(res["rows"]) and plot(res["topic"], res["rows"], image_path(img_dir, res["topic"]))
+    ran = list(scripts)  # this run's results; a partial run adds the kept topics below
     previous = res_dir / "results.json"
     if args.only:  # a partial rerun: keep the other topics' last results
         rerun = {r["topic"] for r in scripts}
@@ -248,7 +247,6 @@ def main() -> None:
                     if old is not None and res["returncode"] == 0:
                         res["rows"] = merge_rows(old["rows"], res["rows"])
                         res["note"] = f"cases {os.environ['RANKDML_BENCH_ONLY']!r} rerun {res['date']}; the others from {old['date']}"
-                        res["plot"] = bool(res["rows"]) and plot(res["topic"], res["rows"], image_path(img_dir, res["topic"]))
             kept = [r for r in last if r["topic"] not in rerun]
         else:  # no results.json yet: the JSON files a previous (interrupted) run left in `out`
             kept = []
@@ -262,6 +260,8 @@ def main() -> None:
                                  "empty_reason": "not run (QUICK mode or RANKDML_BENCH_CHAPTERS=0)" if not rows else None})
                     kept[-1]["plot"] = bool(rows) and plot(topic, rows, image_path(img_dir, topic))
         scripts = sorted(kept + scripts, key=lambda r: r["topic"])
+    for res in ran:  # after any merge of rows, so that the plot shows the section's rows
+        res["plot"] = bool(res["rows"]) and plot(res["topic"], res["rows"], image_path(img_dir, res["topic"]))
     results = {"date": dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
                "mode": "quick" if args.quick else "full", "threads": args.threads,
                "seconds": time.perf_counter() - t0, "machine": machine(), "scripts": scripts,
