@@ -392,3 +392,77 @@ def test_errors():
         M.query_gallery_metrics(x, y, x, y + 10, (1,))
     with pytest.raises(ValueError, match="backend"):
         M.retrieval_metrics(x, y, (1,), backend="annoy")
+
+
+# --------------------------------------------------------------------------------------------------
+# chance levels
+# --------------------------------------------------------------------------------------------------
+
+def _naive_random_ranking_scores(labels, ks):
+    """Every metric averaged over *all* orders of the other items of each query (exhaustive)."""
+    import itertools
+
+    labels = list(labels)
+    per_query = []
+    for q, lq in enumerate(labels):
+        others = [labels[i] for i in range(len(labels)) if i != q]
+        r = sum(lab == lq for lab in others)
+        if r == 0:
+            continue
+        sums = dict.fromkeys([f"recall@{k}" for k in ks] + ["precision@1", "r_precision", "map@r"], 0.0)
+        orders = list(itertools.permutations(others))
+        for order in orders:
+            rel = [lab == lq for lab in order]
+            for k in ks:
+                sums[f"recall@{k}"] += any(rel[:k])
+            sums["precision@1"] += rel[0]
+            sums["r_precision"] += sum(rel[:r]) / r
+            sums["map@r"] += sum(sum(rel[:i + 1]) / (i + 1) for i in range(r) if rel[i]) / r
+        per_query.append({key: value / len(orders) for key, value in sums.items()})
+    return {key: float(np.mean([row[key] for row in per_query])) for key in per_query[0]}
+
+
+def test_chance_levels_equal_the_average_over_every_random_order():
+    labels = np.array([0, 0, 1, 1, 1, 2, 2, 3])  # class 3 has one item: its query is left out
+    ks = (1, 2, 4)
+    got = M.chance_levels(labels, ks)
+    want = _naive_random_ranking_scores(labels, ks)
+    for key, value in want.items():
+        assert got[key] == pytest.approx(value, abs=1e-12), key
+    assert got["ami"] == 0.0
+
+
+def _expected_nmi_of_a_relabelling(labels):
+    """E[NMI] of a random permutation of the labels: E[I] / H, E[I] from Vinh et al. (2010), eq. 24a."""
+    from scipy.special import gammaln
+
+    n = len(labels)
+    sizes = np.bincount(labels)
+    sizes = sizes[sizes > 0]
+    h = -np.sum(sizes / n * np.log(sizes / n))
+    emi = 0.0
+    for a in sizes:
+        for b in sizes:
+            for nij in range(max(1, a + b - n), min(a, b) + 1):
+                log_p = (gammaln(a + 1) + gammaln(b + 1) + gammaln(n - a + 1) + gammaln(n - b + 1) - gammaln(n + 1)
+                         - gammaln(nij + 1) - gammaln(a - nij + 1) - gammaln(b - nij + 1) - gammaln(n - a - b + nij + 1))
+                emi += nij / n * np.log(n * nij / (a * b)) * np.exp(log_p)
+    return emi / h  # both labellings have entropy H, so NMI = I / H
+
+
+def test_chance_nmi_matches_the_expected_mutual_information():
+    labels = np.repeat(np.arange(30), [3, 4, 5] * 10)
+    got = M.chance_levels(labels, permutations=400)["nmi"]
+    assert got == pytest.approx(_expected_nmi_of_a_relabelling(labels), abs=2e-3)
+    assert got > 0.5  # small classes: NMI's chance level is far from 0
+
+
+def test_chance_levels_reject_bad_labels():
+    with pytest.raises(ValueError, match="single item"):
+        M.chance_levels(np.arange(5), ks=(1,))
+    with pytest.raises(ValueError, match="1-D integer"):
+        M.chance_levels(np.zeros((3, 2), dtype=int))
+    with pytest.raises(ValueError, match="1-D integer"):
+        M.chance_levels(np.array([0.0, 0.0, 1.0]))
+    with pytest.raises(ValueError, match="candidates"):
+        M.chance_levels(np.array([0, 0, 1, 1]), ks=(4,))

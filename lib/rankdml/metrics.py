@@ -62,7 +62,7 @@ from rankdml.runtime import progress as progress_bar, resolve_device
 __all__ = [
     "retrieval_metrics", "query_gallery_metrics", "embed", "evaluate",
     "nearest_neighbours", "num_relevant", "recall_at_k", "precision_at_k", "r_precision", "map_at_r",
-    "nmi_score", "clustering_scores", "kmeans_assign", "kmeans_niter",
+    "nmi_score", "clustering_scores", "kmeans_assign", "kmeans_niter", "chance_levels",
 ]
 
 Backend = Literal["auto", "faiss", "torch"]
@@ -709,6 +709,51 @@ def clustering_scores(embeddings: ArrayLike, labels: ArrayLike, *, seed: int = 0
     clusters = kmeans_assign(emb, n_classes, seed=seed, niter=niter, flop_budget=flop_budget, backend=backend)
     return {"nmi": float(normalized_mutual_info_score(lab, clusters, average_method="arithmetic")),
             "ami": float(adjusted_mutual_info_score(lab, clusters, average_method="arithmetic"))}
+
+
+def chance_levels(labels: ArrayLike, ks: Sequence[int] = (1, 2, 4, 8), *, permutations: int = 20,
+                  seed: int = 0) -> dict[str, float]:
+    """What `retrieval_metrics` scores for embeddings that carry no information: its chance levels.
+
+    Ranking metrics, exactly, for a uniformly random order of the M = N - 1 other items of each
+    query q with R_q relevant ones (leave-one-out; means over queries with R_q >= 1, as the metrics):
+        Recall@K = 1 - C(M - R, K) / C(M, K),   P@1 = RP = R / M,
+        MAP@R    = H_R / M + (R - H_R)(R - 1) / (M (M - 1)),   H_R = 1 + 1/2 + ... + 1/R
+    (from E[P(i) rel(i)] = (1/i) [R/M + (i - 1) R (R - 1) / (M (M - 1))]). NMI: the mean NMI between
+    the labels and `permutations` random relabellings with the same class sizes (seeded numpy
+    permutations), the clustering a k-means of uninformative embeddings can at best be likened to;
+    far from 0 when classes are small. AMI: 0, its expectation under that model by construction.
+    labels: (N,) integer class ids. Returns the keys of `retrieval_metrics` with NMI.
+    """
+    from sklearn.metrics import normalized_mutual_info_score
+
+    lab = _to_numpy(labels)
+    if lab.ndim != 1 or lab.shape[0] < 2 or not np.issubdtype(lab.dtype, np.integer):
+        raise ValueError(f"chance_levels: labels must be a 1-D integer array of at least 2 items, got shape "
+                         f"{lab.shape} and dtype {lab.dtype}")
+    if permutations < 1:
+        raise ValueError(f"chance_levels: permutations must be >= 1, got {permutations}")
+    m = lab.shape[0] - 1
+    ks = _check_ks(ks, m, "chance_levels")
+    all_r = num_relevant(lab)
+    if not (all_r > 0).any():
+        raise ValueError("chance_levels: every class has a single item, so no query has a correct answer")
+    r, queries = np.unique(all_r[all_r > 0], return_counts=True)  # one row per distinct R
+    weight, r = queries / queries.sum(), r.astype(np.float64)
+    out = {}
+    for k in ks:  # C(M - R, K) / C(M, K) = prod_{j<K} (M - R - j) / (M - j), 0 once M - R < K
+        j = np.arange(k, dtype=np.float64)
+        miss = np.prod(np.clip((m - r[:, None] - j) / (m - j), 0.0, None), axis=1)
+        out[f"recall@{k}"] = float(weight @ (1.0 - miss))
+    out["precision@1"] = out["r_precision"] = float(weight @ (r / m))
+    harmonic = np.cumsum(1.0 / np.arange(1, int(r.max()) + 1))[r.astype(np.int64) - 1]
+    pairs = (r - harmonic) * (r - 1) / (m * (m - 1)) if m > 1 else np.zeros_like(r)
+    out["map@r"] = float(weight @ (harmonic / m + pairs))
+    rng = np.random.default_rng(seed)
+    out["nmi"] = float(np.mean([normalized_mutual_info_score(lab, rng.permutation(lab), average_method="arithmetic")
+                                for _ in range(permutations)]))
+    out["ami"] = 0.0
+    return out
 
 
 # --------------------------------------------------------------------------------------------------

@@ -243,3 +243,24 @@ def test_family_split_on_a_toy_and_bad_protocol():
         family_split_classes(classes, families[:-1], "test")
     with pytest.raises(ValueError, match="unknown emoji protocol"):
         load_emoji("test", protocol="by-colour")
+
+
+def test_emoji_split_composition_counts():
+    from rankdml.data.embedded import emoji_family, emoji_split_classes, emoji_split_composition
+
+    names = _emoji_names()
+    family = emoji_split_composition("family")
+    alpha = emoji_split_composition("alphabetical")
+    for comp, protocol in ((family, "family"), (alpha, "alphabetical")):
+        assert sum(row["classes"] for row in comp.values()) == len(names)
+        assert sum(row["images"] for row in comp.values()) == len(load_emoji("trainval", protocol=protocol)) + \
+            len(load_emoji("test", protocol=protocol))
+        assert comp["test"]["images"] == len(load_emoji("test", protocol=protocol))
+    assert all(row["families cut"] == 0 for row in family.values())
+    assert all(row["families cut"] > 0 for row in alpha.values())
+    # a count checked by hand: test classes whose family has another class in the test split
+    test = emoji_split_classes(names, "test", "alphabetical")
+    fam = [emoji_family(n, set(names)) for n in test]
+    assert alpha["test"]["with a sibling here"] == sum(fam.count(f) > 1 for f in fam)
+    # the bias the family split removes: variants pile up in the alphabetical test half
+    assert alpha["test"]["variant classes"] > 2 * (alpha["train"]["variant classes"] + alpha["val"]["variant classes"])

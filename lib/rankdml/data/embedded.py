@@ -131,6 +131,33 @@ def emoji_split_classes(all_names: list, split: str, protocol: str = DEFAULT_EMO
     return family_split_classes(all_names, [emoji_family(n, names) for n in all_names], split)
 
 
+def emoji_split_composition(protocol: str = DEFAULT_EMOJI_PROTOCOL,
+                            root: str | os.PathLike | None = None) -> dict[str, dict[str, int]]:
+    """How `protocol` cuts the emoji classes: {"train" | "val" | "test": counts} for each split.
+
+    Counts: "classes", "images", "families" (`emoji_family`), "variant classes" (classes that are a
+    gender/person/age or mirrored variant, i.e. whose family is not their own name), "with a sibling
+    here" (classes whose family has another class in the same split: the near-duplicates a query
+    can confuse with its own emoji) and "families cut" (families of the split that also have classes
+    in another split; 0 everywhere under "family").
+    """
+    data = _load(EMOJI_FILE, EMOJI_SHA256, root)
+    all_names = data["class_names"].tolist()
+    family = {n: emoji_family(n, frozenset(all_names)) for n in all_names}
+    images = dict(zip(all_names, np.bincount(data["labels"], minlength=len(all_names)).tolist()))
+    splits = {s: emoji_split_classes(all_names, s, protocol) for s in ("train", "val", "test")}
+    out = {}
+    for split, names in splits.items():
+        families = [family[n] for n in names]
+        elsewhere = {family[n] for other, rest in splits.items() if other != split for n in rest}
+        out[split] = {"classes": len(names), "images": sum(images[n] for n in names),
+                      "families": len(set(families)),
+                      "variant classes": sum(family[n] != n for n in names),
+                      "with a sibling here": sum(families.count(family[n]) > 1 for n in names),
+                      "families cut": len(set(families) & elsewhere)}
+    return out
+
+
 def load_emoji(split: str, root: str | os.PathLike | None = None,
                transform: Transform | None = None, protocol: str = DEFAULT_EMOJI_PROTOCOL) -> ArrayDataset:
     """Split `split` of the emoji data set (class-disjoint: "train", "val", "trainval" or "test").
