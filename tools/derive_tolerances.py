@@ -60,13 +60,21 @@ def import_runs(folders: list[Path]) -> None:
             print(f"{chapter}: seed {seed} -> {target.relative_to(ROOT)}")
 
 
-def derive(results: list[dict]) -> dict[str, float]:
+def derive(results: list[dict], chapter: str = "") -> dict[str, float]:
+    """Tolerance per metric; a metric that some seed's run lacks (written by an older chapter) is left
+    out, so the reproduction check compares it exactly, and said so on stderr."""
     spread = defaultdict(float)
     keyed = [{row_key(name): values for name, values in r["metrics"].items()} for r in results]
+    missing = set()
     for row in keyed[0]:
         for metric in keyed[0][row]:
+            if any(metric not in k.get(row, {}) for k in keyed):
+                missing.add(metric)
+                continue
             values = [k[row][metric] for k in keyed]
             spread[metric] = max(spread[metric], float(np.std(values, ddof=1)))
+    for metric in sorted(missing - set(spread)):
+        print(f"{chapter}: {metric} is missing from some seeds: no tolerance (compared exactly)", file=sys.stderr)
     return {m: math.ceil(FACTOR * s * 1e4) / 1e4 for m, s in sorted(spread.items())}
 
 
@@ -86,7 +94,7 @@ def main(argv: list[str]) -> None:
         if len(found) < 3:
             print(f"{chapter}: only seeds {found}, at least 3 are needed: kept as it was", file=sys.stderr)
             continue
-        chapters[chapter], seeds[chapter] = derive(results), found
+        chapters[chapter], seeds[chapter] = derive(results, chapter), found
         not_measured.pop(chapter, None)
     out = {"how": HOW.format(factor=FACTOR), "seeds": seeds, "chapters": chapters}
     if not_measured:
