@@ -466,3 +466,5 @@ def test_chance_levels_reject_bad_labels():
         M.chance_levels(np.array([0.0, 0.0, 1.0]))
     with pytest.raises(ValueError, match="candidates"):
         M.chance_levels(np.array([0, 0, 1, 1]), ks=(4,))
+    with pytest.raises(ValueError, match="at least 2 classes"):
+        M.chance_levels(np.zeros(6, dtype=np.int64))

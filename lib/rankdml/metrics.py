@@ -733,6 +733,8 @@ def chance_levels(labels: ArrayLike, ks: Sequence[int] = (1, 2, 4, 8), *, permut
                          f"{lab.shape} and dtype {lab.dtype}")
     if permutations < 1:
         raise ValueError(f"chance_levels: permutations must be >= 1, got {permutations}")
+    if len(np.unique(lab)) < 2:  # as retrieval_metrics: NMI of a single class is 0/0
+        raise ValueError("chance_levels: needs at least 2 classes, got 1 (every item is relevant to every query)")
     m = lab.shape[0] - 1
     ks = _check_ks(ks, m, "chance_levels")
     all_r = num_relevant(lab)
