@@ -380,3 +380,22 @@ def test_summary_without_a_grid_is_one_row_over_the_finished_seeds():
     empty = summarise(runs.assign(status="failed"), ["seed"], ["score"])
     assert empty.empty and list(empty.columns) == ["seed", "seeds", "score mean", "score sd", "seconds mean",
                                                    "seconds sd"]
+
+
+def test_collect_reads_a_runs_selection_beside_its_metrics(tmp_path):
+    # save_results(..., selection=...) writes what a sweep chooses on next to the test metrics;
+    # collect puts both under the row's name (a validation curve, a list, becomes its JSON text).
+    from rankdml.book import save_results
+
+    folder = tmp_path / "runs" / "pick"
+    store.write_index(folder, {"name": "pick", "chapter": str(TINY), "grid": {"lr_scale": [1.0]},
+                               "runs": [{"run_id": "r1", "parameters": {"lr_scale": 1.0, "seed": 0}}]})
+    out = save_results(tmp_path / "out", {"seed": 0}, {"margin": {"recall@1": 0.4}},
+                       selection={"margin": {"epoch": 7, "val/recall@1": 0.55, "val/recall@1 by epoch": [0.1, 0.55]}})
+    record = {"status": "finished", "error": None, "seconds": 1.0, "machine": {"hostname": "h"},
+              "parameters": {"lr_scale": 1.0, "seed": 0}}
+    store.write_run(folder, "r1", record, {"metrics.json": out.read_bytes()})
+    row = collect(folder).runs.iloc[0]
+    assert (row["margin/recall@1"], row["margin/epoch"], row["margin/val/recall@1"]) == (0.4, 7, 0.55)
+    assert json.loads(row["margin/val/recall@1 by epoch"]) == [0.1, 0.55]
+    assert "selection" not in json.loads(save_results(tmp_path / "plain", {}, {"a": {"b": 1}}).read_text())

@@ -47,13 +47,20 @@ def rounded(metrics: Mapping[str, float], digits: int = 4) -> dict[str, float]:
 
 
 def save_results(output_dir: str | Path, parameters: Mapping[str, Any], metrics: Mapping[str, Any],
-                 name: str = "metrics.json") -> Path:
-    """Write {"parameters": ..., "metrics": ...} as JSON into `output_dir` (for sweeps to collect)."""
+                 name: str = "metrics.json", *, selection: Mapping[str, Any] | None = None) -> Path:
+    """Write {"parameters": ..., "metrics": ...} as JSON into `output_dir` (for sweeps to collect).
+
+    `metrics` are the stored run's test metrics, what the reproduction check compares. `selection`
+    (optional, same row names) is what a sweep chooses on and the check does not compare: the chosen
+    epoch, validation scores, a learning-rate factor; `rankdml.sweep.collect` reads it beside `metrics`.
+    """
     path = Path(output_dir)
     path.mkdir(parents=True, exist_ok=True)
     target = path / name
-    target.write_text(json.dumps({"parameters": dict(parameters), "metrics": dict(metrics)}, indent=1,
-                                 sort_keys=True, default=str) + "\n")
+    record = {"parameters": dict(parameters), "metrics": dict(metrics)}
+    if selection is not None:
+        record["selection"] = dict(selection)
+    target.write_text(json.dumps(record, indent=1, sort_keys=True, default=str) + "\n")
     return target
 
 

@@ -59,3 +59,52 @@ def test_contrastive_equal_rows_finite_gradient(eps):
     x.requires_grad_(True)
     ContrastiveLoss(eps=eps)(x, y).backward()
     assert torch.isfinite(x.grad).all()
+
+
+def _contrastive_by_autograd(x, y, *, pos_margin=0.0, neg_margin=1.0, scale=0.5, eps=0.0):
+    """The same formula through `pairwise_distances` and autograd: what the hand-written backward must equal."""
+    from rankdml.distances import pairwise_distances
+
+    b = x.shape[0]
+    dist = pairwise_distances(x, eps=eps)
+    same = y[:, None] == y[None, :]
+    hinge = torch.where(same, dist - pos_margin, neg_margin - dist).clamp(min=0)
+    hinge = hinge.masked_fill(torch.eye(b, dtype=torch.bool), 0.0)
+    return scale * hinge.square().sum() / (b * (b - 1))
+
+
+@pytest.mark.parametrize("layout", [(2, 2), (3, 3, 3), (4, 1, 2, 5), (2,) * 8])
+@pytest.mark.parametrize("kw", [{}, {"pos_margin": 0.2, "neg_margin": 1.4, "eps": 1e-4},
+                                {"pos_margin": -0.1, "neg_margin": 0.8, "scale": 1.0}])
+@pytest.mark.parametrize("collapse", [False, True])
+def test_contrastive_backward_equals_autograd(layout, kw, collapse):
+    x, y = make_batch(layout, dim=5, seed=len(layout))
+    if collapse:  # rows that coincide (a same-class pair and a cross-class pair): D = 0 there
+        x = x.clone()
+        x[1] = x[0]
+        x[-1] = x[0]
+    a = x.clone().requires_grad_(True)
+    b = x.clone().requires_grad_(True)
+    got, want = ContrastiveLoss(**kw)(a, y), _contrastive_by_autograd(b, y, **kw)
+    got.backward()
+    want.backward()
+    assert got.item() == pytest.approx(want.item(), abs=1e-12, rel=1e-12)
+    # Where rows coincide D^2 is rounding-sized and 1/D amplifies its last bits on both sides.
+    tol = 1e-8 if collapse else 1e-10
+    torch.testing.assert_close(a.grad, b.grad, atol=tol, rtol=tol)
+
+
+def test_contrastive_gradcheck_eps_and_negative_pos_margin():
+    x, y = make_batch((3, 2, 2), dim=4, seed=5)
+    x.requires_grad_(True)
+    loss = ContrastiveLoss(pos_margin=-0.05, neg_margin=1.3, eps=1e-3)
+    assert torch.autograd.gradcheck(lambda e: loss(e, y), (x,))
+
+
+def test_contrastive_gradient_scales_with_upstream():
+    # The hand-written backward must multiply by the incoming gradient (here 3), not assume 1.
+    x, y = make_batch((3, 3), dim=4, seed=6)
+    a, b = x.clone().requires_grad_(True), x.clone().requires_grad_(True)
+    (3.0 * ContrastiveLoss()(a, y)).backward()
+    ContrastiveLoss()(b, y).backward()
+    torch.testing.assert_close(a.grad, 3.0 * b.grad, atol=1e-12, rtol=1e-12)

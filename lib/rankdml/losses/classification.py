@@ -5,7 +5,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from rankdml._checks import check_embeddings_labels
+from rankdml._checks import check_embeddings_labels, check_finite_embeddings
 
 
 class NormSoftmaxLoss(nn.Module):
@@ -37,12 +37,23 @@ class NormSoftmaxLoss(nn.Module):
         self.proxies = nn.Parameter(torch.randn(num_classes, embedding_dim) / embedding_dim ** 0.5)
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        check_embeddings_labels(embeddings, labels, where="NormSoftmaxLoss")
+        # Finiteness is checked on the scalar result, not on the (B, D) input: a NaN or inf in x or
+        # in the proxies always reaches the loss, and one pass over the embeddings is saved.
+        check_embeddings_labels(embeddings, labels, where="NormSoftmaxLoss", finite=False)
         if embeddings.shape[1] != self.proxies.shape[1]:
             raise ValueError(f"NormSoftmaxLoss was built for {self.proxies.shape[1]}-d embeddings, "
                              f"got {embeddings.shape[1]}-d")
-        if labels.min() < 0 or labels.max() >= self.proxies.shape[0]:
+        low, high = (int(v) for v in torch.aminmax(labels))
+        if low < 0 or high >= self.proxies.shape[0]:
             raise ValueError(f"labels must lie in 0..{self.proxies.shape[0] - 1} (the training classes), "
-                             f"got {int(labels.min())}..{int(labels.max())}")
-        logits = F.normalize(embeddings, dim=1) @ F.normalize(self.proxies, dim=1).T / self.temperature  # (B, C)
-        return F.cross_entropy(logits, labels)
+                             f"got {low}..{high}")
+        # x̂ᵀŵ/τ = (xᵀŵ) / (‖x‖ τ): the row scaling of the (B, C) products replaces normalising x (B, D),
+        # and costs nothing more than the division by τ it absorbs. Norms are clamped as F.normalize does.
+        scale = embeddings.norm(dim=1, keepdim=True).clamp_min(1e-12).mul(self.temperature)  # (B, 1)
+        logits = (embeddings @ F.normalize(self.proxies, dim=1).T).div(scale)  # (B, C)
+        loss = F.cross_entropy(logits, labels)
+        if not torch.isfinite(loss):
+            check_finite_embeddings(embeddings, where="NormSoftmaxLoss")
+            raise ValueError("NormSoftmaxLoss: the proxies contain NaN or inf (the embeddings are finite); "
+                             "check the learning rate of the proxies")
+        return loss

@@ -12,6 +12,57 @@ from rankdml.masks import check_triplets, same_label, triplets_to_pairs
 __all__ = ["ContrastiveLoss"]
 
 
+class _AllPairsContrastive(torch.autograd.Function):
+    """The all-pairs contrastive loss with its gradient written out, so that only one (B, B) matrix is kept.
+
+    With :math:`S = D^2` (the norm expansion of :func:`rankdml.distances.pairwise_squared_distances`)
+    and :math:`h_{ij}` the active hinge, the loss is :math:`c \\sum_{i \\ne j} h_{ij}^2` with
+    :math:`c = \\text{scale} / (B(B-1))`, and
+
+    .. math::
+        G_{ij} = \\frac{\\partial L}{\\partial S_{ij}} = \\pm\\, c\\, \\frac{h_{ij}}{D_{ij}}
+        \\quad (+ \\text{ same label}, - \\text{ otherwise}),
+        \\qquad
+        \\frac{\\partial L}{\\partial x} = 2\\,\\big(\\operatorname{diag}(A \\mathbf 1) - A\\big)\\, x,
+        \\quad A = G + G^\\top .
+
+    G is zero where autograd through the same formula gives zero: on the diagonal, where the
+    expansion rounds below 0 (clamped), and where D = 0 under the masked square root. Autograd
+    would keep about six (B, B) tensors and run two matrix products backwards; this keeps G alone
+    and runs one.
+    """
+
+    @staticmethod
+    def forward(ctx, x, same, pos_margin, neg_margin, scale, eps):
+        b = x.shape[0]
+        norms = (x * x).sum(1)  # (B,)
+        raw = norms[:, None] + norms[None, :] - 2.0 * (x @ x.T)  # (B, B)
+        kept = raw >= 0  # clamp_min's gradient mask
+        sq = raw.clamp_min(0.0)
+        sq.fill_diagonal_(0.0)
+        if eps > 0:
+            dist = (sq + eps).sqrt()
+            inv = dist.reciprocal()
+        else:
+            positive = sq > 0
+            dist = torch.where(positive, sq.clamp_min(torch.finfo(sq.dtype).tiny).sqrt(), torch.zeros_like(sq))
+            inv = torch.where(positive, dist.reciprocal(), torch.zeros_like(sq))
+        hinge = torch.where(same, dist - pos_margin, neg_margin - dist).clamp_min(0.0)  # (B, B)
+        hinge.fill_diagonal_(0.0)  # i = i is not a pair (it costs 0 anyway unless m+ < 0 or eps > 0)
+        loss = scale * hinge.square().sum() / (b * (b - 1))
+        grad_sq = torch.where(same, hinge, -hinge).mul_(inv).mul_(kept).mul_(scale / (b * (b - 1)))  # G, diagonal 0
+        ctx.save_for_backward(x, grad_sq)
+        return loss
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_output):
+        x, grad_sq = ctx.saved_tensors
+        sym = grad_sq + grad_sq.T  # (B, B)
+        grad_x = (sym.sum(1, keepdim=True) * x - sym @ x).mul_(2.0 * grad_output)  # (B, D)
+        return grad_x, None, None, None, None, None
+
+
 class ContrastiveLoss(nn.Module):
     """Contrastive loss (Hadsell, Chopra, LeCun 2006) over all pairs of the batch, with two margins.
 
@@ -66,23 +117,19 @@ class ContrastiveLoss(nn.Module):
 
     def forward(self, embeddings: torch.Tensor, labels: torch.Tensor, indices=None) -> torch.Tensor:
         check_embeddings_labels(embeddings, labels, min_classes=2, where="ContrastiveLoss")
-        dist = pairwise_distances(embeddings, eps=self.eps)  # (B, B)
         if indices is None:
             # Dense over the (B, B) matrix, no boolean indexing (its nonzero + gather, and the scatter
             # in the backward pass, cost more than the arithmetic at these sizes). Every ordered pair
             # i != j is positive or negative, so the mean is over B (B - 1) terms.
             same = same_label(labels)  # (B, B), diagonal included
-            b = labels.shape[0]
-            if int(same.sum()) == b:
+            if int(same.sum()) == labels.shape[0]:
                 return zero_loss(embeddings, "ContrastiveLoss", "no positive pair in the batch (all labels distinct)")
-            hinge = torch.where(same, dist - self.pos_margin, self.neg_margin - dist).clamp(min=0)  # (B, B)
-            if self.pos_margin < 0 or self.eps > 0:  # else the diagonal (D_ii = 0, m+ >= 0) costs 0: not a pair
-                hinge = hinge.masked_fill(torch.eye(b, dtype=torch.bool, device=hinge.device), 0.0)
-            return self.scale * hinge.square().sum() / (b * (b - 1))
+            return _AllPairsContrastive.apply(embeddings, same, self.pos_margin, self.neg_margin, self.scale, self.eps)
         else:
             a1, p, a2, n = triplets_to_pairs(check_triplets(indices, labels, "ContrastiveLoss"))
             if a1.numel() == 0:
                 return zero_loss(embeddings, "ContrastiveLoss", "the miner returned no triplet")
+            dist = pairwise_distances(embeddings, eps=self.eps)  # (B, B)
             pos_terms = torch.relu(dist[a1, p] - self.pos_margin) ** 2  # (T,)
             neg_terms = torch.relu(self.neg_margin - dist[a2, n]) ** 2  # (T,)
         total = pos_terms.sum() + neg_terms.sum()

@@ -68,7 +68,8 @@ def collect(name_or_path: str | Path, runs_dir: str | Path | None = None) -> Swe
     """Every run of the sweep as a DataFrame row, and the mean ± sd of every metric per grid point.
 
     Rows (in sweep order): run_id, status, the grid parameters, seed, the fixed parameters, every
-    metric of the chapter's metrics.json (nested keys joined by "/"), seconds, host, error. Pending
+    metric of the chapter's metrics.json (nested keys joined by "/"; its "selection" beside its
+    "metrics", see `rankdml.book.save_results`), seconds, host, error. Pending
     runs have status "pending" and no metrics. The summary (`summarise`) uses finished runs only.
     """
     import pandas as pd
@@ -86,7 +87,9 @@ def collect(name_or_path: str | Path, runs_dir: str | Path | None = None) -> Swe
         metrics_path = folder / run_id / store.METRICS_FILE
         if record is not None and record["status"] == store.FINISHED and metrics_path.is_file():
             written = json.loads(metrics_path.read_text())
-            for key, value in flatten(written.get("metrics", written)).items():
+            values = flatten(written.get("metrics", written))
+            values.update(flatten(written.get("selection", {})) if "metrics" in written else {})
+            for key, value in values.items():
                 column = key if key not in row else f"metrics/{key}"
                 row[column] = _cell(value)
                 if column not in metric_names:
