@@ -56,3 +56,21 @@ def test_pretrained_without_internet_fails_clearly(monkeypatch, tmp_path):
     monkeypatch.setattr(torch.hub, "load_state_dict_from_url", offline)
     with pytest.raises(RuntimeError, match="download https://download.pytorch.org/.*resnet18"):
         make_model("resnet18", 8, pretrained=True)
+
+
+@pytest.mark.parametrize("pretrained, freeze_bn, frozen", [(False, None, False), (True, None, True),
+                                                           (True, False, False), (False, True, True)])
+def test_torchvision_backbones_freeze_batchnorm_when_pretrained_by_default(monkeypatch, pretrained, freeze_bn, frozen):
+    # A stand-in for torchvision's constructor, so that pretrained=True downloads nothing.
+    import rankdml.models as models
+
+    def stand_in(arch, use_weights):
+        return torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.AdaptiveAvgPool2d(1),
+                                   torch.nn.Flatten()), 4
+
+    monkeypatch.setattr(models, "_torchvision_backbone", stand_in)
+    kwargs = {} if freeze_bn is None else {"freeze_bn": freeze_bn}
+    model = make_model("resnet50", 8, pretrained=pretrained, **kwargs).train()
+    bn = next(m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d))
+    assert model.freeze_bn is frozen and bn.training is not frozen
+    assert not make_model("small_cnn", 8).freeze_bn  # trained from scratch: statistics move

@@ -95,18 +95,24 @@ def _torchvision_backbone(arch: str, pretrained: bool) -> tuple[nn.Module, int]:
 
 
 def _backbone_model(arch: str) -> Callable[..., EmbeddingModel]:
-    def build(embedding_dim: int = 512, *, normalize: bool = True, freeze_bn: bool = False,
+    def build(embedding_dim: int = 512, *, normalize: bool = True, freeze_bn: bool | None = None,
               pretrained: bool = False) -> EmbeddingModel:
         backbone, feature_dim = _torchvision_backbone(arch, pretrained)
-        return EmbeddingModel(backbone, feature_dim, embedding_dim, normalize=normalize, freeze_bn=freeze_bn)
+        # None: freeze BatchNorm exactly when fine-tuning ImageNet weights, as the published recipes do
+        # (PADS, Smooth-AP, Musgrave et al. 2020): small P x K batches would overwrite the pretrained
+        # running statistics with noisy ones. A network trained from scratch needs its statistics to move.
+        frozen = pretrained if freeze_bn is None else freeze_bn
+        return EmbeddingModel(backbone, feature_dim, embedding_dim, normalize=normalize, freeze_bn=frozen)
 
     build.__name__ = arch
     build.__doc__ = (f"torchvision {arch} (ImageNet weights when pretrained=True), global average pooling, "
-                     f"a linear embedding head and optional L2 normalisation.")
+                     f"a linear embedding head and optional L2 normalisation. BatchNorm is frozen "
+                     f"(freeze_bn=None, the default) exactly when pretrained=True; pass True/False to choose.")
     return build
 
 
 #: name -> constructor(embedding_dim, *, normalize, freeze_bn, pretrained) -> EmbeddingModel
+#: (small_cnn: freeze_bn=False by default; torchvision backbones: None, i.e. frozen when pretrained)
 MODELS: dict[str, Callable[..., EmbeddingModel]] = {
     "small_cnn": small_cnn,
     "resnet18": _backbone_model("resnet18"),
