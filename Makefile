@@ -6,7 +6,9 @@ VENV    ?= .venv
 BIN     := $(VENV)/bin
 CHAPTERS  := $(sort $(wildcard book/[0-9][0-9]_*.md))
 NOTEBOOKS := $(CHAPTERS:.md=.ipynb)
-NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 900 -p no:cacheprovider
+# The cell timeout bounds a hung kernel, not the budget: chapter 2's training cell took over 900 s on a
+# machine of this type that ran 2.5-3x slower than usual (2026-12-02); the budget is measured in bench/.
+NBVAL := --nbval --nbval-current-env --nbval-sanitize-with tests/nbval_sanitize.cfg --nbval-cell-timeout 2400 -p no:cacheprovider
 CHAPTER ?= 01
 PARAMS  ?=
 OUT     ?= outputs
